@@ -11,5 +11,7 @@ mod target;
 pub use digest::{Algorithm, Digest};
 pub use error::{ReferenceError, TargetError};
 pub use name::{OBJECT_NAME_MAX_LEN, is_dns1123_subdomain, object_name};
-pub use reference::{DEFAULT_TAG, DOCKER_HUB, NAME_MAX_LEN, Reference, TAG_MAX_LEN};
+pub use reference::{
+    DEFAULT_TAG, DOCKER_HUB, NAME_MAX_LEN, Reference, TAG_MAX_LEN, validate_domain,
+};
 pub use target::{ECR_REPOSITORY_MAX_LEN, TargetNaming, is_ecr_repository_name};

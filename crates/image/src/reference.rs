@@ -228,7 +228,8 @@ fn normalize_hub_path(path: &str) -> String {
     }
 }
 
-pub(crate) fn validate_domain(domain: &str) -> Result<(), ReferenceError> {
+/// Checks a registry host (`host[:port]`, `[ipv6][:port]`) against the reference grammar.
+pub fn validate_domain(domain: &str) -> Result<(), ReferenceError> {
     let invalid = |reason: &'static str| ReferenceError::InvalidDomain {
         domain: domain.to_owned(),
         reason,

@@ -1,6 +1,7 @@
 //! Reference parsing and normalization, case by case, from Docker's documented behaviour
 //! (distribution/reference's normalize and parse tests, Docker's CLI docs) and the edges of
 //! the grammar. `D256`, `D384`, `D512` stand for valid digests, `H64` for 64 hex characters.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use privateer_image::{Reference, ReferenceError};
 

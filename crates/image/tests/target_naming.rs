@@ -1,4 +1,5 @@
 //! Target naming and object names: fixed cases, then properties over generated references.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
 use std::collections::HashMap;
 

@@ -1,1 +1,80 @@
-fn main() {}
+//! The `privateer` binary: command-line parsing and wiring only; the work lives in the crates.
+
+mod image_cmd;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// privateer keeps a Kubernetes cluster's container images in a private registry.
+#[derive(Parser)]
+#[command(name = "privateer", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the ImageMirror CustomResourceDefinition as YAML.
+    Crd,
+    /// Work with image references.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
+    /// Work with the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; print every problem, naming its key.
+    Check {
+        /// The configuration file (YAML).
+        file: PathBuf,
+    },
+    /// Print the configuration with every default filled in.
+    Show {
+        /// The configuration file; without it, the defaults alone.
+        file: Option<PathBuf>,
+    },
+}
+
+/// Exit status for input privateer refuses (bad reference, bad configuration).
+const EXIT_INVALID: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crd => privateer_api::crd_yaml().map_err(anyhow::Error::from),
+        Command::Image(command) => image_cmd::run(command),
+        Command::Config(ConfigCommand::Check { file }) => privateer_api::Config::load(&file)
+            .map(|_| format!("{}: ok\n", file.display()))
+            .map_err(Into::into),
+        Command::Config(ConfigCommand::Show { file }) => show_config(file),
+    };
+    match result {
+        Ok(output) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = stdout
+                .write_all(output.as_bytes())
+                .and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("privateer: {error:#}");
+            ExitCode::from(EXIT_INVALID)
+        }
+    }
+}
+
+fn show_config(file: Option<PathBuf>) -> anyhow::Result<String> {
+    let config = match file {
+        Some(file) => privateer_api::Config::load(&file)?,
+        None => privateer_api::Config::default(),
+    };
+    Ok(serde_yaml::to_string(&config)?)
+}

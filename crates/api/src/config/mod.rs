@@ -1,0 +1,467 @@
+//! privateer's configuration file: one YAML document, every key defaulted, unknown keys refused,
+//! validated at load with errors that name the key. `examples/config.yaml` documents each key.
+
+mod enums;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+
+use kube::core::Duration;
+use serde::{Deserialize, Serialize};
+
+pub use enums::{
+    CopyExecutor, EncryptionType, OnUnknown, PullPolicy, PullSecretMode, RewritePolicy,
+    TagMutability, TargetKind,
+};
+pub use load::{ConfigError, Problem};
+
+fn secs(n: u64) -> Duration {
+    std::time::Duration::from_secs(n).into()
+}
+
+/// The whole configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// The namespace privateer runs in: copy Jobs, credentials Secrets, the leader Lease.
+    pub namespace: String,
+    pub target: TargetConfig,
+    pub sources: SourcesConfig,
+    pub webhook: WebhookConfig,
+    pub policy: PolicyConfig,
+    pub copy: CopyConfig,
+    pub controller: ControllerConfig,
+    pub metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            namespace: "privateer".into(),
+            target: TargetConfig::default(),
+            sources: SourcesConfig::default(),
+            webhook: WebhookConfig::default(),
+            policy: PolicyConfig::default(),
+            copy: CopyConfig::default(),
+            controller: ControllerConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// The registry images are mirrored into.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TargetConfig {
+    pub kind: TargetKind,
+    /// Host (and port) of the target registry, e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
+    pub registry: String,
+    /// Path prefix under which mirrors live: `<registry>/<prefix>/<source host>/<path>`.
+    pub prefix: String,
+    /// Speak plain HTTP to the target (a test or in-cluster registry).
+    pub insecure: bool,
+    /// PEM bundle of a private CA for the target's TLS.
+    pub ca_file: String,
+    /// Generic targets: a `kubernetes.io/dockerconfigjson` Secret in `namespace` with push credentials.
+    pub credentials_secret: String,
+    pub ecr: EcrConfig,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        Self {
+            kind: TargetKind::Ecr,
+            registry: String::new(),
+            prefix: "mirror".into(),
+            insecure: false,
+            ca_file: String::new(),
+            credentials_secret: String::new(),
+            ecr: EcrConfig::default(),
+        }
+    }
+}
+
+/// How ECR repositories are created, and how ECR is reached.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EcrConfig {
+    /// AWS region; empty: read from the registry host.
+    pub region: String,
+    /// ECR API endpoint override (a VPC endpoint, or moto in tests); empty: the AWS default.
+    pub endpoint_url: String,
+    /// Registry (data plane) endpoint override, `host[:port]` or a URL; empty: ECR's `proxyEndpoint`.
+    pub registry_endpoint: String,
+    /// Role to assume for every ECR call; empty: the default credential chain as it is.
+    pub assume_role_arn: String,
+    pub scan_on_push: bool,
+    pub tag_mutability: TagMutability,
+    pub encryption: EncryptionConfig,
+    /// Repository policy JSON set on each created repository; empty: none.
+    pub repository_policy: String,
+    /// Lifecycle policy JSON set on each created repository; empty: none.
+    pub lifecycle_policy: String,
+    /// Resource tags on each created repository.
+    pub tags: BTreeMap<String, String>,
+    /// Apply the settings above to existing repositories that drifted, instead of only reporting.
+    pub enforce_settings: bool,
+}
+
+impl Default for EcrConfig {
+    fn default() -> Self {
+        Self {
+            region: String::new(),
+            endpoint_url: String::new(),
+            registry_endpoint: String::new(),
+            assume_role_arn: String::new(),
+            scan_on_push: true,
+            tag_mutability: TagMutability::Immutable,
+            encryption: EncryptionConfig::default(),
+            repository_policy: String::new(),
+            lifecycle_policy: String::new(),
+            tags: BTreeMap::new(),
+            enforce_settings: false,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EncryptionConfig {
+    #[serde(rename = "type")]
+    pub kind: EncryptionType,
+    /// KMS key ARN or alias, with `type: KMS`; empty: the AWS-managed key.
+    pub kms_key: String,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            kind: EncryptionType::Aes256,
+            kms_key: String::new(),
+        }
+    }
+}
+
+/// Which source registries are mirrored, and how they are reached.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Registries to mirror: `*` (all), a host (`docker.io`), or `*.example.com`. Empty: none
+    /// (policy-only installs).
+    pub mirror: Vec<String>,
+    /// Registries never mirrored, same patterns; wins over `mirror`.
+    pub ignore: Vec<String>,
+    /// Credentials per source registry (Docker Hub rate limits, private sources).
+    pub credentials: Vec<SourceCredentials>,
+    /// Pull a registry from somewhere else: `docker.io: {url: "https://mirror.local"}`.
+    pub endpoints: BTreeMap<String, EndpointOverride>,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        Self {
+            mirror: vec!["*".into()],
+            ignore: Vec::new(),
+            credentials: Vec::new(),
+            endpoints: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SourceCredentials {
+    /// The source registry host these credentials are for.
+    pub registry: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret in `namespace`.
+    pub secret_name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EndpointOverride {
+    /// `http://` or `https://` URL of the registry to pull from instead.
+    pub url: String,
+    /// PEM bundle of a private CA for this endpoint.
+    pub ca_file: String,
+}
+
+/// The admission webhooks: server, rewriting and pod mutation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// HTTPS listen address.
+    pub listen: String,
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Longest a request may take; keep it below the webhook configuration's timeoutSeconds.
+    pub request_timeout: Duration,
+    /// Largest admission request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    pub rewrite_policy: RewritePolicy,
+    /// `Wait`: how long an admission request waits for a copy before falling back to WhenReady.
+    pub wait_timeout: Duration,
+    /// `Gate`: how long a pod may stay gated before its original images are restored.
+    pub gate_timeout: Duration,
+    /// Namespaces never mutated (besides those labelled `privateer.dev/skip=true`).
+    pub exclude_namespaces: Vec<String>,
+    /// Images never rewritten: a normalized name or a registry/path prefix of one.
+    pub exclude_images: Vec<String>,
+    pub image_pull_secrets: PullSecretsConfig,
+    /// Force every rewritten container's imagePullPolicy; unset: leave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// StorageClass set on PersistentVolumeClaims that name none; empty: leave them.
+    pub default_storage_class: String,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8443".into(),
+            tls_cert_file: "/etc/privateer/tls/tls.crt".into(),
+            tls_key_file: "/etc/privateer/tls/tls.key".into(),
+            request_timeout: secs(8),
+            max_body_bytes: 4 * 1024 * 1024,
+            rewrite_policy: RewritePolicy::Gate,
+            wait_timeout: secs(6),
+            gate_timeout: secs(600),
+            exclude_namespaces: vec!["kube-system".into()],
+            exclude_images: Vec::new(),
+            image_pull_secrets: PullSecretsConfig::default(),
+            image_pull_policy: None,
+            default_storage_class: String::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PullSecretsConfig {
+    /// Secret names added to mutated pods' imagePullSecrets.
+    pub names: Vec<String>,
+    pub mode: PullSecretMode,
+}
+
+impl Default for PullSecretsConfig {
+    fn default() -> Self {
+        Self {
+            names: Vec::new(),
+            mode: PullSecretMode::Append,
+        }
+    }
+}
+
+/// Validating rules; each off unless enabled.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub allowed_registries: AllowedRegistries,
+    /// Deny `:latest` and untagged images.
+    pub deny_latest: Toggle,
+    /// Deny images not pinned by digest.
+    pub require_digest: Toggle,
+    /// Deny images not in `target.registry`.
+    pub require_target_registry: Toggle,
+    pub ecr_compliance: EcrCompliance,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Toggle {
+    pub enabled: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AllowedRegistries {
+    pub enabled: bool,
+    /// `host` or `host/path` prefixes, matched on whole host and path components.
+    pub registries: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EcrCompliance {
+    pub enabled: bool,
+    pub require_tag_immutability: bool,
+    pub require_scan_on_push: bool,
+    /// Deny images whose ECR scan found CRITICAL vulnerabilities.
+    pub deny_critical_findings: bool,
+    /// What to do when ECR could not be asked.
+    pub on_unknown: OnUnknown,
+    /// How long an answer from ECR is trusted.
+    pub cache_ttl: Duration,
+}
+
+impl Default for EcrCompliance {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            require_tag_immutability: true,
+            require_scan_on_push: true,
+            deny_critical_findings: false,
+            on_unknown: OnUnknown::Allow,
+            cache_ttl: secs(300),
+        }
+    }
+}
+
+/// How images are copied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CopyConfig {
+    pub executor: CopyExecutor,
+    /// Copies (inline) or copy Jobs running at once.
+    pub concurrency: u32,
+    /// Blobs transferred at once within one copy.
+    pub parallelism: u32,
+    /// Platforms copied when an ImageMirror names none; empty: all.
+    pub platforms: Vec<String>,
+    pub job: JobConfig,
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        Self {
+            executor: CopyExecutor::Job,
+            concurrency: 8,
+            parallelism: 4,
+            platforms: Vec::new(),
+            job: JobConfig::default(),
+        }
+    }
+}
+
+/// The copy Job's pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct JobConfig {
+    /// The image that runs `privateer copy`; empty: privateer's own image.
+    pub image: String,
+    /// Service account of copy pods (give it the IRSA role that may push to ECR).
+    pub service_account_name: String,
+    pub backoff_limit: i32,
+    pub active_deadline_seconds: i64,
+    pub ttl_seconds_after_finished: i32,
+    /// Resource requests and limits, as Kubernetes quantities.
+    pub resources: Resources,
+    pub node_selector: BTreeMap<String, String>,
+    pub priority_class_name: String,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            image: String::new(),
+            service_account_name: "privateer-copy".into(),
+            backoff_limit: 2,
+            active_deadline_seconds: 1800,
+            ttl_seconds_after_finished: 3600,
+            resources: Resources::default(),
+            node_selector: BTreeMap::new(),
+            priority_class_name: String::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Resources {
+    pub requests: BTreeMap<String, String>,
+    pub limits: BTreeMap<String, String>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        Self {
+            requests: map(&[("cpu", "100m"), ("memory", "64Mi")]),
+            limits: map(&[("memory", "256Mi")]),
+        }
+    }
+}
+
+/// The reconciler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ControllerConfig {
+    pub leader_election: LeaderElection,
+    /// How often tags are resolved upstream again when an ImageMirror does not say; 0: never.
+    pub refresh_interval: Duration,
+    pub retry: RetryConfig,
+    /// Create ImageMirrors for pods admitted while the webhook was down.
+    pub backfill: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            leader_election: LeaderElection::default(),
+            refresh_interval: secs(6 * 3600),
+            retry: RetryConfig::default(),
+            backfill: true,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LeaderElection {
+    pub enabled: bool,
+    pub lease_name: String,
+    pub lease_duration: Duration,
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease_name: "privateer-controller".into(),
+            lease_duration: secs(15),
+        }
+    }
+}
+
+/// Backoff for transient failures: initial, doubling with jitter up to max; after maxAttempts
+/// the phase is Failed and retries slow to slowRetryInterval.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RetryConfig {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub max_attempts: u32,
+    pub slow_retry_interval: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: secs(5),
+            max_backoff: secs(300),
+            max_attempts: 6,
+            slow_retry_interval: secs(3600),
+        }
+    }
+}
+
+/// Health (`/healthz`, `/readyz`) and Prometheus `/metrics`, plain HTTP.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+        }
+    }
+}

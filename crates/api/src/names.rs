@@ -1,0 +1,45 @@
+//! Names the parts of privateer share with each other and with users: one place, one spelling.
+
+/// The API group of privateer's resources.
+pub const API_GROUP: &str = "privateer.dev";
+/// The CRD object name.
+pub const CRD_NAME: &str = "imagemirrors.privateer.dev";
+
+/// Pod annotation: container name → image it asked for, before privateer rewrote it (JSON).
+pub const ANNOTATION_ORIGINAL_IMAGES: &str = "privateer.dev/original-images";
+/// Pod annotation or namespace label `"true"`: privateer leaves the pod alone.
+pub const SKIP: &str = "privateer.dev/skip";
+/// The scheduling gate that holds a Pod until its mirrors are Ready.
+pub const SCHEDULING_GATE: &str = "privateer.dev/mirror";
+/// Pod label set with the gate, so the gate releaser watches only gated Pods.
+pub const LABEL_GATED: &str = "privateer.dev/gated";
+/// Label on copy Jobs: the ImageMirror they copy for.
+pub const LABEL_IMAGE_MIRROR: &str = "privateer.dev/imagemirror";
+/// Annotation on an ImageMirror: who declared it (`webhook`, `backfill`, or absent for users).
+pub const ANNOTATION_CREATED_BY: &str = "privateer.dev/created-by";
+/// Label on privateer's own Pods, so its webhook never rewrites itself.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/part-of";
+/// The value of [`LABEL_COMPONENT`] on privateer's objects.
+pub const COMPONENT_VALUE: &str = "privateer";
+
+/// Field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "privateer";
+/// Finalizer set only on ImageMirrors with `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "privateer.dev/delete-mirrored-image";
+
+/// Condition types on an ImageMirror.
+pub mod condition {
+    /// The target holds the source digest.
+    pub const READY: &str = "Ready";
+    /// The target repository exists with the configured settings.
+    pub const REPOSITORY_READY: &str = "RepositoryReady";
+    /// The target matches what the source tag points to now.
+    pub const UP_TO_DATE: &str = "UpToDate";
+}
+
+/// Condition reasons that users and tests match on.
+pub mod reason {
+    pub const INVALID_SOURCE: &str = "InvalidSource";
+    pub const TAG_IMMUTABLE: &str = "TagImmutable";
+    pub const SETTINGS_DRIFTED: &str = "SettingsDrifted";
+}

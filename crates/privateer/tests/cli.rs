@@ -1,0 +1,196 @@
+//! The `privateer` command line as a user and a script meet it: stdout, stderr, exit codes.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::process::{Command, Output};
+
+const ECR: &str = "123456789012.dkr.ecr.eu-west-1.amazonaws.com";
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn privateer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_privateer"))
+        .args(args)
+        .output()
+        .expect("run privateer")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = privateer(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "{args:?} wrote to stderr");
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Refused input: exit 2, nothing on stdout, one line on stderr that contains `phrase`.
+fn refused(args: &[&str], phrase: &str) {
+    let out = privateer(args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr).expect("utf-8 stderr");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(phrase), "{args:?}: {err:?} lacks {phrase:?}");
+}
+
+#[test]
+fn normalize_prints_the_canonical_reference() {
+    assert_eq!(
+        ok(&["image", "normalize", "nginx"]),
+        "docker.io/library/nginx:latest\n"
+    );
+    assert_eq!(
+        ok(&["image", "normalize", "index.docker.io/nginx:1.25"]),
+        "docker.io/library/nginx:1.25\n"
+    );
+    assert_eq!(
+        ok(&["image", "normalize", &format!("nginx@{DIGEST}")]),
+        format!("docker.io/library/nginx@{DIGEST}\n")
+    );
+    assert_eq!(
+        ok(&["image", "normalize", "--", "quay.io/a/b:c"]),
+        "quay.io/a/b:c\n"
+    );
+}
+
+#[test]
+fn options_end_at_double_dash() {
+    // A reference starting with '-' is read as one after `--`, and refused as a reference.
+    refused(
+        &["image", "normalize", "--", "-nginx"],
+        "invalid image reference \"-nginx\"",
+    );
+}
+
+#[test]
+fn invalid_references_exit_2_with_one_line() {
+    refused(&["image", "normalize", "NGINX"], "must be lowercase");
+    refused(&["image", "normalize", "nginx:"], "invalid tag");
+    refused(
+        &["image", "normalize", "nginx@sha256:abc"],
+        "64 hex characters",
+    );
+    refused(&["image", "normalize", ""], "empty image reference");
+    refused(
+        &["image", "name", "a//b"],
+        "invalid repository path component",
+    );
+    refused(
+        &["image", "target", "Bad", "--registry", ECR],
+        "must be lowercase",
+    );
+}
+
+#[test]
+fn target_follows_the_naming_rule() {
+    assert_eq!(
+        ok(&["image", "target", "nginx:1.25", "--registry", ECR]),
+        format!("{ECR}/mirror/docker.io/library/nginx:1.25\n")
+    );
+    assert_eq!(
+        ok(&[
+            "image",
+            "target",
+            "--registry",
+            ECR,
+            "--prefix",
+            "team/cache",
+            "registry.k8s.io/pause:3.10"
+        ]),
+        format!("{ECR}/team/cache/registry.k8s.io/pause:3.10\n")
+    );
+    assert_eq!(
+        ok(&[
+            "image",
+            "target",
+            "localhost:5000/a:1",
+            "--registry",
+            ECR,
+            "--prefix",
+            ""
+        ]),
+        format!("{ECR}/localhost_5000/a:1\n")
+    );
+    refused(
+        &["image", "target", "nginx", "--registry", "bad host"],
+        "invalid target registry",
+    );
+    refused(
+        &[
+            "image",
+            "target",
+            "nginx",
+            "--registry",
+            ECR,
+            "--prefix",
+            "UP",
+        ],
+        "invalid prefix",
+    );
+}
+
+#[test]
+fn target_from_a_configuration_file() {
+    let dir = std::env::temp_dir().join(format!("privateer-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("target:\n  registry: {ECR}\n  prefix: p\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    assert_eq!(
+        ok(&["image", "target", "--config", config, "nginx"]),
+        format!("{ECR}/p/docker.io/library/nginx:latest\n")
+    );
+    assert_eq!(ok(&["config", "check", config]), format!("{config}: ok\n"));
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "webhook:\n  rewritePolicy: Sometimes\n").unwrap();
+    let out = privateer(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("webhook.rewritePolicy: unknown value \"Sometimes\", expected one of Gate, WhenReady, Always, Wait"), "{err}");
+    refused(
+        &[
+            "image",
+            "target",
+            "--config",
+            "/nonexistent/config.yaml",
+            "nginx",
+        ],
+        "cannot read configuration file",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn name_is_the_imagemirror_object_name() {
+    let name = ok(&["image", "name", "nginx:1.25"]);
+    assert!(name.starts_with("docker.io-library-nginx-1.25-"), "{name}");
+    assert_eq!(ok(&["image", "name", "docker.io/library/nginx:1.25"]), name);
+}
+
+#[test]
+fn crd_prints_the_checked_in_definition() {
+    let checked_in = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crd/imagemirrors.privateer.dev.yaml"
+    ));
+    assert_eq!(ok(&["crd"]), checked_in);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = privateer(&["image", "target", "nginx"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let out = privateer(&["image", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
