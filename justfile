@@ -20,9 +20,45 @@ lint:
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Every test of the workspace (unit, property, CLI, CRD drift).
-test:
+# Install the local environment's parts (Debian packages, moto venv, control plane build).
+setup:
+    bash tests/setup.sh
+
+# Every test: unit, property, CLI, CRD drift, and the end-to-end tier on the local environment.
+test: setup
     cargo test --workspace
+
+# Start the local environment in the background; `source target/dev/env` to use it.
+dev-up:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bash tests/setup.sh
+    cargo build -q -p privateer -p privateer-e2e --bins
+    mkdir -p target/dev
+    if [ -f target/dev/dev.pid ] && kill -0 "$(cat target/dev/dev.pid)" 2>/dev/null; then
+        echo "the environment already runs (just dev-status; just dev-down stops it)"
+        exit 0
+    fi
+    rm -f target/dev/env
+    started=$SECONDS
+    nohup "$(just _target-dir)/debug/privateer-dev" up target/dev > target/dev/dev.log 2>&1 &
+    until [ -f target/dev/env ]; do
+        if ! kill -0 $! 2>/dev/null; then echo "dev-up failed:"; tail -n 20 target/dev/dev.log; exit 1; fi
+        sleep 0.2
+    done
+    echo "environment up in $((SECONDS - started))s; use it with: source target/dev/env"
+    cat target/dev/env
+
+# Stop the local environment; no process is left behind.
+dev-down:
+    "$(just _target-dir)/debug/privateer-dev" down target/dev
+
+# Report what of the local environment runs.
+dev-status:
+    "$(just _target-dir)/debug/privateer-dev" status target/dev
+
+_target-dir:
+    @cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
 
 # Fuzz the reference parser for SECONDS (cargo-fuzz, installed into the cache on first use).
 fuzz seconds="60":
@@ -39,7 +75,7 @@ demo:
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build -q -p privateer
-    bin="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/privateer"
+    bin="$(just _target-dir)/debug/privateer"
     registry=123456789012.dkr.ecr.eu-west-1.amazonaws.com
     echo "How privateer names what it mirrors into $registry (prefix: mirror):"
     for ref in nginx:1.27 quay.io/prometheus/node-exporter:v1.8.0 registry.k8s.io/pause:3.10 localhost:5000/team/app:v2; do

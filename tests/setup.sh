@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the local environment needs, idempotently; a warm run takes a second or two.
+#   Debian: docker-registry (the registries), skopeo (the copy benchmark's baseline)
+#   PyPI:   moto[server] in a venv under the cache (the ECR API)
+#   Go:     etcd, kube-apiserver, kube-controller-manager, kubectl, helm (tests/controlplane)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${PRIVATEER_CACHE:-$HOME/.cache/privateer}
+MOTO_VERSION=5.2.5
+
+missing=()
+for tool in docker-registry skopeo; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}" >&2
+    sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts a system registry on :5000 on install; the tests run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl stop docker-registry || true
+fi
+
+venv="$cache/moto-venv"
+if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.version" 2>/dev/null)" != "$MOTO_VERSION" ]; then
+    echo "installing moto[server]==$MOTO_VERSION into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    echo "$MOTO_VERSION" > "$venv/.version"
+fi
+
+"$here/controlplane/build.sh" >/dev/null

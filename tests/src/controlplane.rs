@@ -1,0 +1,175 @@
+//! etcd, kube-apiserver and kube-controller-manager on loopback, with an admin kubeconfig.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::pki::{Ca, service_account_key};
+use crate::process::{Managed, free_port};
+
+/// The admission plugins switched on besides the defaults (webhooks are on by default; named
+/// so that a future default change cannot silently drop them).
+const ADMISSION_PLUGINS: &str = "NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy";
+/// What kube-controller-manager runs: Jobs, garbage collection, service accounts and their
+/// tokens, namespace deletion, TTL of finished Jobs.
+const CONTROLLERS: &str = "job-controller,garbage-collector-controller,serviceaccount-token-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller";
+
+pub struct ControlPlane {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub admin_token: String,
+    pub processes: Vec<Managed>,
+}
+
+fn random_token() -> String {
+    use sha2::{Digest, Sha256};
+    let seed = format!(
+        "{:?}{}{:?}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        std::thread::current().id()
+    );
+    let digest = Sha256::digest(seed.as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn kubeconfig_yaml(server: &str, ca_file: &Path, token: &str, user: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: privateer-test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: privateer-test\n  context:\n    cluster: privateer-test\n    user: {user}\ncurrent-context: privateer-test\n",
+        ca = ca_file.display()
+    )
+}
+
+/// Starts the three processes in `dir` and waits until the API server is ready.
+pub fn start(
+    bin: &Path,
+    dir: &Path,
+    ca: &Ca,
+    admission_config: Option<&Path>,
+) -> anyhow::Result<ControlPlane> {
+    let mut processes = Vec::new();
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki)?;
+    let ca_file = pki.join("ca.crt");
+    ca.write_cert(&ca_file)?;
+    let serving = ca.serving_cert(
+        &pki,
+        "apiserver",
+        &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+    )?;
+    let (sa_key, sa_pub) = service_account_key(&pki)?;
+
+    // etcd
+    let etcd_client = free_port()?;
+    let etcd_peer = free_port()?;
+    let mut etcd = Command::new(bin.join("etcd"));
+    etcd.args([
+        "--name=privateer-test",
+        &format!("--data-dir={}", dir.join("etcd").display()),
+        &format!("--listen-client-urls=http://127.0.0.1:{etcd_client}"),
+        &format!("--advertise-client-urls=http://127.0.0.1:{etcd_client}"),
+        &format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"),
+        &format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"),
+        &format!("--initial-cluster=privateer-test=http://127.0.0.1:{etcd_peer}"),
+        "--unsafe-no-fsync",
+        "--log-level=warn",
+    ]);
+    let mut etcd = Managed::spawn("etcd", etcd, dir)?;
+    etcd.wait_for_port(
+        ([127, 0, 0, 1], etcd_client).into(),
+        Duration::from_secs(30),
+    )?;
+    processes.push(etcd);
+
+    // kube-apiserver
+    let admin_token = random_token();
+    let kcm_token = random_token();
+    let tokens = pki.join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{admin_token},admin,admin,\"system:masters\"\n{kcm_token},system:kube-controller-manager,kcm,\"system:masters\"\n"
+        ),
+    )?;
+    let port = free_port()?;
+    let url = format!("https://127.0.0.1:{port}");
+    let mut apiserver = Command::new(bin.join("kube-apiserver"));
+    apiserver.args([
+        &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        &format!("--secure-port={port}"),
+        &format!("--tls-cert-file={}", serving.cert.display()),
+        &format!("--tls-private-key-file={}", serving.key.display()),
+        &format!("--client-ca-file={}", ca_file.display()),
+        &format!("--token-auth-file={}", tokens.display()),
+        "--authorization-mode=RBAC",
+        &format!("--service-account-key-file={}", sa_pub.display()),
+        &format!("--service-account-signing-key-file={}", sa_key.display()),
+        "--service-account-issuer=https://kubernetes.default.svc",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        // No kubernetes Service endpoints: 127.0.0.1 is not a valid endpoint address.
+        "--endpoint-reconciler-type=none",
+        &format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
+        &format!("--cert-dir={}", pki.display()),
+        "--allow-privileged=true",
+        "--enable-priority-and-fairness=false",
+        "--profiling=false",
+        "--v=1",
+    ]);
+    if let Some(config) = admission_config {
+        apiserver.arg(format!(
+            "--admission-control-config-file={}",
+            config.display()
+        ));
+        apiserver.arg(format!(
+            "--enable-admission-plugins={ADMISSION_PLUGINS},ImagePolicyWebhook"
+        ));
+    }
+    let mut apiserver = Managed::spawn("kube-apiserver", apiserver, dir)?;
+    apiserver.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60))?;
+    processes.push(apiserver);
+
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        kubeconfig_yaml(&url, &ca_file, &admin_token, "admin"),
+    )?;
+    let kcm_kubeconfig = dir.join("kcm.kubeconfig");
+    std::fs::write(
+        &kcm_kubeconfig,
+        kubeconfig_yaml(&url, &ca_file, &kcm_token, "kcm"),
+    )?;
+
+    // kube-controller-manager
+    let mut kcm = Command::new(bin.join("kube-controller-manager"));
+    kcm.args([
+        &format!("--kubeconfig={}", kcm_kubeconfig.display()),
+        &format!("--controllers={CONTROLLERS}"),
+        &format!("--service-account-private-key-file={}", sa_key.display()),
+        &format!("--root-ca-file={}", ca_file.display()),
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        &format!("--secure-port={}", free_port()?),
+        &format!("--cert-dir={}", dir.join("kcm-certs").display()),
+        "--concurrent-job-syncs=10",
+        "--v=1",
+    ]);
+    processes.push(Managed::spawn("kube-controller-manager", kcm, dir)?);
+
+    Ok(ControlPlane {
+        url,
+        kubeconfig,
+        admin_token,
+        processes,
+    })
+}
+
+/// A kube client for a kubeconfig file.
+pub async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).context("read kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}

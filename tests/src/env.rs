@@ -1,0 +1,294 @@
+//! `TestEnv`: the whole local environment, or the parts a test asks for, stopped on drop.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::controlplane;
+use crate::moto::Moto;
+use crate::node_agent::{self, NodeAgentHandle};
+use crate::pki::Ca;
+use crate::process::Managed;
+use crate::registry::Registry;
+use crate::tools;
+
+/// Which parts to start. `TestEnv::builder()` starts nothing until told.
+#[derive(Default, Clone)]
+pub struct Builder {
+    control_plane: bool,
+    node_agent: bool,
+    registries: bool,
+    source_credentials: Option<(String, String)>,
+    moto: bool,
+    image_policy_config: Option<PathBuf>,
+    dir: Option<PathBuf>,
+}
+
+/// Handles to what runs. Dropping it stops every process it started, by PID.
+pub struct TestEnv {
+    pub dir: PathBuf,
+    /// Present with the control plane.
+    pub client: Option<kube::Client>,
+    pub kubeconfig: Option<PathBuf>,
+    pub api_url: Option<String>,
+    /// The directory with etcd, kube-apiserver, kube-controller-manager, kubectl and helm.
+    pub bin_dir: PathBuf,
+    /// The CA behind the API server's certificate (and any a test asks for).
+    pub ca: Ca,
+    /// The "public" source registry.
+    pub source: Option<Registry>,
+    /// The ECR data plane stand-in: htpasswd user `AWS` with moto's token password.
+    pub target: Option<Registry>,
+    pub moto: Option<Moto>,
+    node_agent: Option<NodeAgentHandle>,
+    processes: Vec<Managed>,
+    keep: bool,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestEnv {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Everything: control plane, node agent, registries, moto.
+    pub fn full() -> Builder {
+        Builder::default()
+            .control_plane()
+            .node_agent()
+            .registries()
+            .moto()
+    }
+
+    pub fn client(&self) -> kube::Client {
+        self.client
+            .clone()
+            .expect("the control plane was not started")
+    }
+
+    /// PIDs of every process this environment started (to prove they are gone afterwards).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.processes.iter().map(Managed::pid).collect();
+        pids.extend(
+            self.source
+                .iter()
+                .chain(&self.target)
+                .map(|r| r.process.pid()),
+        );
+        pids.extend(self.moto.iter().map(|m| m.process.pid()));
+        pids
+    }
+
+    /// A `kubectl` command against this environment.
+    pub fn kubectl(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(self.bin_dir.join("kubectl"));
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        command
+    }
+
+    /// Keep the directory (logs, data) after drop, for a look after a failure.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.node_agent.take();
+        // Reverse start order: controller manager, API server, then etcd.
+        while let Some(mut process) = self.processes.pop() {
+            process.stop();
+        }
+        self.source.take();
+        self.target.take();
+        self.moto.take();
+        if self.keep || std::thread::panicking() {
+            eprintln!(
+                "test environment kept for inspection: {}",
+                self.dir.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Builder {
+    pub fn control_plane(mut self) -> Self {
+        self.control_plane = true;
+        self
+    }
+    /// The kubelet stand-in (needs the control plane).
+    pub fn node_agent(mut self) -> Self {
+        self.control_plane = true;
+        self.node_agent = true;
+        self
+    }
+    /// The "public" source registry and the ECR data-plane registry (which needs moto).
+    pub fn registries(mut self) -> Self {
+        self.registries = true;
+        self.moto = true;
+        self
+    }
+    /// Put the source registry behind htpasswd auth.
+    pub fn source_credentials(mut self, user: &str, password: &str) -> Self {
+        self.source_credentials = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+    pub fn moto(mut self) -> Self {
+        self.moto = true;
+        self
+    }
+    /// Enable the ImagePolicyWebhook admission plugin with this admission configuration file.
+    pub fn image_policy_config(mut self, path: PathBuf) -> Self {
+        self.image_policy_config = Some(path);
+        self
+    }
+    /// Use this directory instead of a fresh temporary one (`just dev-up`).
+    pub fn dir(mut self, dir: PathBuf) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    fn needed_programs(&self) -> Vec<PathBuf> {
+        let mut needed = Vec::new();
+        if self.control_plane {
+            let bin = tools::controlplane_bin_dir();
+            needed.extend(
+                [
+                    "etcd",
+                    "kube-apiserver",
+                    "kube-controller-manager",
+                    "kubectl",
+                ]
+                .map(|b| bin.join(b)),
+            );
+        }
+        if self.node_agent {
+            needed.push(tools::privateer_binary());
+        }
+        if self.registries {
+            needed.push(tools::docker_registry());
+        }
+        if self.moto {
+            needed.push(tools::moto_server());
+        }
+        needed
+    }
+
+    /// Starts the parts asked for. When a program is missing: an error under
+    /// `PRIVATEER_REQUIRE_TESTENV` (CI), otherwise `Ok(None)` after a loud message, so a
+    /// developer without the environment still runs the other tests.
+    pub async fn start_or_skip(self, test: &str) -> anyhow::Result<Option<TestEnv>> {
+        if let Err(missing) = tools::require(&self.needed_programs()) {
+            if tools::environment_required() {
+                return Err(missing);
+            }
+            eprintln!(
+                "\n!!! SKIPPED {test}: {missing:#}\n!!! (set PRIVATEER_REQUIRE_TESTENV=1 to make this a failure)\n"
+            );
+            return Ok(None);
+        }
+        self.start().await.map(Some)
+    }
+
+    pub async fn start(self) -> anyhow::Result<TestEnv> {
+        tools::require(&self.needed_programs())?;
+        let dir = match &self.dir {
+            Some(dir) => dir.clone(),
+            None => std::env::temp_dir().join(format!(
+                "privateer-testenv-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            )),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut env = TestEnv {
+            dir: dir.clone(),
+            client: None,
+            kubeconfig: None,
+            api_url: None,
+            bin_dir: tools::controlplane_bin_dir(),
+            ca: Ca::new("privateer-test-ca")?,
+            source: None,
+            target: None,
+            moto: None,
+            node_agent: None,
+            processes: Vec::new(),
+            keep: false,
+        };
+        // Every process started so far is owned by `env`: an error below drops it, stopping them.
+        if self.moto {
+            env.moto = Some(Moto::start(&dir)?);
+        }
+        if self.registries {
+            let creds = self
+                .source_credentials
+                .as_ref()
+                .map(|(u, p)| (u.as_str(), p.as_str()));
+            env.source = Some(Registry::start("source", &dir, creds)?);
+            let moto = env
+                .moto
+                .as_ref()
+                .context("the target registry needs moto")?;
+            let (user, password) = moto.registry_credentials().await?;
+            env.target = Some(Registry::start("target", &dir, Some((&user, &password)))?);
+        }
+        if self.control_plane {
+            let plane = controlplane::start(
+                &env.bin_dir,
+                &dir,
+                &env.ca,
+                self.image_policy_config.as_deref(),
+            )?;
+            env.processes = plane.processes;
+            env.kubeconfig = Some(plane.kubeconfig.clone());
+            env.api_url = Some(plane.url);
+            let client = controlplane::client(&plane.kubeconfig).await?;
+            wait_ready(&client, &mut env.processes).await?;
+            env.client = Some(client);
+        }
+        if self.node_agent {
+            env.node_agent = Some(
+                node_agent::start(
+                    env.client(),
+                    "privateer-node",
+                    &tools::privateer_binary(),
+                    &dir.join("node"),
+                )
+                .await?,
+            );
+        }
+        Ok(env)
+    }
+}
+
+/// Until `/readyz` answers ok and the `default` namespace has its service account (the
+/// controllers are running), checking that no process died meanwhile.
+async fn wait_ready(client: &kube::Client, processes: &mut [Managed]) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), "default");
+    loop {
+        let ready = client
+            .request_text(http::Request::get("/readyz").body(Vec::new())?)
+            .await
+            .is_ok_and(|body| body.trim() == "ok");
+        if ready && accounts.get_opt("default").await.ok().flatten().is_some() {
+            return Ok(());
+        }
+        for process in processes.iter_mut() {
+            process.check_alive()?;
+        }
+        if Instant::now() > deadline {
+            bail!("control plane not ready after 90s; see the logs in the environment directory");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,318 @@
+//! Synthetic test images — OCI and Docker v2 schema 2 manifests, indexes and manifest lists,
+//! several platforms, shared layers — pushed by the real registry protocol.
+
+use bytes::Bytes;
+use oci_client::Reference;
+use oci_client::secrets::RegistryAuth;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// Manifest flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Oci,
+    Docker,
+}
+
+impl Format {
+    pub fn manifest_type(self) -> &'static str {
+        match self {
+            Self::Oci => "application/vnd.oci.image.manifest.v1+json",
+            Self::Docker => "application/vnd.docker.distribution.manifest.v2+json",
+        }
+    }
+    pub fn index_type(self) -> &'static str {
+        match self {
+            Self::Oci => "application/vnd.oci.image.index.v1+json",
+            Self::Docker => "application/vnd.docker.distribution.manifest.list.v2+json",
+        }
+    }
+    fn config_type(self) -> &'static str {
+        match self {
+            Self::Oci => "application/vnd.oci.image.config.v1+json",
+            Self::Docker => "application/vnd.docker.container.image.v1+json",
+        }
+    }
+    fn layer_type(self) -> &'static str {
+        match self {
+            Self::Oci => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Self::Docker => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        }
+    }
+}
+
+/// Content and its digest.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    pub digest: String,
+    pub data: Bytes,
+}
+
+impl Blob {
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        Self {
+            digest: sha256(&data),
+            data,
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+/// `size` incompressible bytes determined by `seed` (xorshift), standing in for a layer.
+pub fn layer(seed: u64, size: usize) -> Blob {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut data = Vec::with_capacity(size + 8);
+    while data.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(size);
+    Blob::new(data)
+}
+
+/// `os/arch[/variant]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn parse(text: &str) -> Self {
+        let mut parts = text.split('/');
+        Self {
+            os: parts.next().unwrap_or("linux").to_owned(),
+            architecture: parts.next().unwrap_or("amd64").to_owned(),
+            variant: parts.next().map(str::to_owned),
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        let mut v = json!({"os": self.os, "architecture": self.architecture});
+        if let Some(variant) = &self.variant {
+            v["variant"] = json!(variant);
+        }
+        v
+    }
+}
+
+/// One platform's image: manifest bytes exactly as pushed, its config and layers.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub format: Format,
+    pub platform: Platform,
+    pub manifest: Blob,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
+impl Image {
+    pub fn new(format: Format, platform: &str, layers: Vec<Blob>) -> Self {
+        let platform = Platform::parse(platform);
+        let mut config = platform.json();
+        config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| &l.digest).collect::<Vec<_>>()});
+        config["config"] = json!({"Cmd": ["/bin/true"]});
+        let config = Blob::new(serde_json::to_vec(&config).unwrap_or_default());
+        let descriptor = |media_type: &str, b: &Blob| json!({"mediaType": media_type, "digest": b.digest, "size": b.data.len()});
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": format.manifest_type(),
+            "config": descriptor(format.config_type(), &config),
+            "layers": layers.iter().map(|l| descriptor(format.layer_type(), l)).collect::<Vec<_>>(),
+        });
+        let manifest = Blob::new(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+        Self {
+            format,
+            platform,
+            manifest,
+            config,
+            layers,
+        }
+    }
+
+    /// Bytes of every blob (config and layers).
+    pub fn blob_bytes(&self) -> usize {
+        self.config.data.len() + self.layers.iter().map(|l| l.data.len()).sum::<usize>()
+    }
+}
+
+/// A multi-platform index (OCI) or manifest list (Docker).
+#[derive(Clone, Debug)]
+pub struct Index {
+    pub format: Format,
+    pub manifest: Blob,
+    pub images: Vec<Image>,
+}
+
+impl Index {
+    pub fn new(format: Format, images: Vec<Image>) -> Self {
+        let manifests: Vec<_> = images
+            .iter()
+            .map(|i| {
+                json!({"mediaType": format.manifest_type(), "digest": i.manifest.digest,
+                "size": i.manifest.data.len(), "platform": i.platform.json()})
+            })
+            .collect();
+        let index =
+            json!({"schemaVersion": 2, "mediaType": format.index_type(), "manifests": manifests});
+        Self {
+            format,
+            manifest: Blob::new(serde_json::to_vec_pretty(&index).unwrap_or_default()),
+            images,
+        }
+    }
+
+    /// The usual test subject: `platforms` images sharing a base layer, each with one of its own.
+    pub fn multi_platform(
+        format: Format,
+        platforms: &[&str],
+        seed: u64,
+        layer_size: usize,
+    ) -> Self {
+        let base = layer(seed, layer_size);
+        let images = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Image::new(
+                    format,
+                    p,
+                    vec![base.clone(), layer(seed + 1 + i as u64, layer_size)],
+                )
+            })
+            .collect();
+        Self::new(format, images)
+    }
+}
+
+/// Pushes through the OCI distribution API.
+pub struct Pusher {
+    client: oci_client::Client,
+    auth: RegistryAuth,
+}
+
+impl Pusher {
+    pub fn new(client: oci_client::Client, auth: RegistryAuth) -> Self {
+        Self { client, auth }
+    }
+
+    fn reference(registry: &str, repository: &str, tag: &str) -> anyhow::Result<Reference> {
+        Ok(format!("{registry}/{repository}:{tag}").parse()?)
+    }
+
+    /// Pushes blobs then the manifest under `tag`; returns the manifest digest.
+    pub async fn push_image(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        image: &Image,
+    ) -> anyhow::Result<String> {
+        let reference = Self::reference(registry, repository, tag)?;
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.client
+            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
+            .await?;
+        for blob in std::iter::once(&image.config).chain(&image.layers) {
+            if !self.client.blob_exists(&reference, &blob.digest).await? {
+                self.client
+                    .push_blob(&reference, blob.data.clone(), &blob.digest)
+                    .await?;
+            }
+        }
+        self.push_manifest(&reference, &image.manifest, image.format.manifest_type())
+            .await?;
+        Ok(image.manifest.digest.clone())
+    }
+
+    /// Pushes every child (by digest), then the index under `tag`; returns the index digest.
+    pub async fn push_index(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        index: &Index,
+    ) -> anyhow::Result<String> {
+        for image in &index.images {
+            self.push_image(
+                registry,
+                repository,
+                &image.manifest.digest.replace(':', "-"),
+                image,
+            )
+            .await?;
+        }
+        let reference = Self::reference(registry, repository, tag)?;
+        self.push_manifest(&reference, &index.manifest, index.format.index_type())
+            .await?;
+        Ok(index.manifest.digest.clone())
+    }
+
+    async fn push_manifest(
+        &self,
+        reference: &Reference,
+        manifest: &Blob,
+        media_type: &str,
+    ) -> anyhow::Result<()> {
+        self.client
+            .push_manifest_raw(reference, manifest.data.clone(), media_type.parse()?)
+            .await?;
+        Ok(())
+    }
+
+    /// Pulls a manifest's raw bytes by digest or tag; returns (bytes, digest).
+    pub async fn pull_manifest(
+        &self,
+        registry: &str,
+        repository: &str,
+        reference: &str,
+    ) -> anyhow::Result<(Bytes, String)> {
+        let separator = if reference.contains(':') { "@" } else { ":" };
+        let reference: Reference =
+            format!("{registry}/{repository}{separator}{reference}").parse()?;
+        let accepted = [
+            Format::Oci.manifest_type(),
+            Format::Oci.index_type(),
+            Format::Docker.manifest_type(),
+            Format::Docker.index_type(),
+        ];
+        Ok(self
+            .client
+            .pull_manifest_raw(&reference, &self.auth, &accepted)
+            .await?)
+    }
+
+    /// Pulls a blob into memory (tests use small ones).
+    pub async fn pull_blob(
+        &self,
+        registry: &str,
+        repository: &str,
+        digest: &str,
+    ) -> anyhow::Result<Vec<u8>> {
+        let reference: Reference = format!("{registry}/{repository}@{digest}").parse()?;
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.client
+            .auth(&reference, &self.auth, oci_client::RegistryOperation::Pull)
+            .await?;
+        let mut out = Vec::new();
+        self.client.pull_blob(&reference, digest, &mut out).await?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,77 @@
+//! `moto_server` (PyPI `moto[server]`) serving the ECR API on loopback.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+
+use crate::process::{Managed, free_port};
+use crate::tools;
+
+/// Credentials moto accepts (it checks none, but the SDK wants some).
+pub const ACCESS_KEY: &str = "testing";
+pub const SECRET_KEY: &str = "testing";
+pub const REGION: &str = "eu-west-1";
+/// moto's default account.
+pub const ACCOUNT: &str = "123456789012";
+
+pub struct Moto {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    pub process: Managed,
+}
+
+impl Moto {
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let mut command = Command::new(tools::moto_server());
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut process = Managed::spawn("moto", command, dir)?;
+        process.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60))?;
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            process,
+        })
+    }
+
+    /// An ECR client against this moto, as privateer's code builds one from the environment.
+    pub async fn ecr_client(&self) -> aws_sdk_ecr::Client {
+        let credentials = aws_sdk_ecr::config::Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "privateer-test",
+        );
+        let config = aws_sdk_ecr::Config::builder()
+            .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
+            .region(aws_sdk_ecr::config::Region::new(REGION))
+            .credentials_provider(credentials)
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_ecr::Client::from_conf(config)
+    }
+
+    /// The `(user, password)` that moto's GetAuthorizationToken hands out.
+    pub async fn registry_credentials(&self) -> anyhow::Result<(String, String)> {
+        let out = self
+            .ecr_client()
+            .await
+            .get_authorization_token()
+            .send()
+            .await
+            .context("GetAuthorizationToken")?;
+        let token = out
+            .authorization_data()
+            .first()
+            .and_then(|d| d.authorization_token())
+            .context("moto returned no authorization token")?;
+        let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token)?)?;
+        let (user, password) = decoded
+            .split_once(':')
+            .context("token is not user:password")?;
+        Ok((user.to_owned(), password.to_owned()))
+    }
+}

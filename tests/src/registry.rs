@@ -1,0 +1,79 @@
+//! Debian's `docker-registry` (distribution 2.8) on a free loopback port, optionally behind
+//! htpasswd basic auth.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::{Managed, free_port};
+use crate::tools;
+
+/// One running registry.
+pub struct Registry {
+    /// `127.0.0.1:<port>`: what image references name.
+    pub host: String,
+    /// `(user, password)` when htpasswd auth is on.
+    pub credentials: Option<(String, String)>,
+    pub process: Managed,
+}
+
+impl Registry {
+    /// Starts a registry storing under `dir/<name>`; `credentials` switches on htpasswd auth.
+    pub fn start(
+        name: &str,
+        dir: &Path,
+        credentials: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
+        let root = dir.join(name);
+        std::fs::create_dir_all(root.join("data"))?;
+        let port = free_port()?;
+        let auth = match credentials {
+            Some((user, password)) => {
+                // Cost 4, bcrypt's minimum: every request is checked, and tests make many.
+                let hash = bcrypt::hash(password, 4)?;
+                let file = root.join("htpasswd");
+                std::fs::write(&file, format!("{user}:{hash}\n"))?;
+                format!(
+                    "auth:\n  htpasswd:\n    realm: {name}\n    path: {}\n",
+                    file.display()
+                )
+            }
+            None => String::new(),
+        };
+        let config = root.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: privateer-test-{name}\n{auth}",
+                root.join("data").display()
+            ),
+        )?;
+        let mut command = Command::new(tools::docker_registry());
+        command.arg("serve").arg(&config);
+        let mut process = Managed::spawn(&format!("registry-{name}"), command, dir)?;
+        process.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20))?;
+        Ok(Self {
+            host: format!("127.0.0.1:{port}"),
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            process,
+        })
+    }
+
+    /// The `oci-client` auth for this registry.
+    pub fn auth(&self) -> oci_client::secrets::RegistryAuth {
+        match &self.credentials {
+            Some((user, password)) => {
+                oci_client::secrets::RegistryAuth::Basic(user.clone(), password.clone())
+            }
+            None => oci_client::secrets::RegistryAuth::Anonymous,
+        }
+    }
+}
+
+/// An `oci-client` speaking plain HTTP to loopback registries.
+pub fn oci_client() -> oci_client::Client {
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    })
+}

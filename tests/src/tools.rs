@@ -1,0 +1,88 @@
+//! Where the environment's programs are, and what to do when one is missing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+
+const VERSIONS: &str = include_str!("../controlplane/versions.env");
+
+/// `PRIVATEER_CACHE`, or `~/.cache/privateer`: built tools that outlive a clone.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("PRIVATEER_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/privateer"),
+    }
+}
+
+fn version(key: &str) -> &'static str {
+    VERSIONS
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or("unknown")
+}
+
+/// The pinned Kubernetes version (`tests/controlplane/versions.env`).
+pub fn kubernetes_version() -> &'static str {
+    version("KUBERNETES_VERSION")
+}
+
+/// Where `tests/controlplane/build.sh` puts the control plane for the pinned versions.
+pub fn controlplane_bin_dir() -> PathBuf {
+    cache_dir()
+        .join("controlplane")
+        .join(format!(
+            "k8s-{}_etcd-{}_helm-{}",
+            version("KUBERNETES_VERSION"),
+            version("ETCD_VERSION"),
+            version("HELM_VERSION")
+        ))
+        .join("bin")
+}
+
+/// The moto venv made by `tests/setup.sh`.
+pub fn moto_server() -> PathBuf {
+    cache_dir().join("moto-venv/bin/moto_server")
+}
+
+/// Debian's `docker-registry`.
+pub fn docker_registry() -> PathBuf {
+    PathBuf::from("/usr/bin/docker-registry")
+}
+
+/// The `privateer` binary of this build (`cargo test --workspace` builds it beside the tests),
+/// or `PRIVATEER_BIN`.
+pub fn privateer_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PRIVATEER_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; the binary in target/<profile>.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("privateer")
+}
+
+/// The programs a run needs, checked up front so a missing one is named, not discovered late.
+pub fn require(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let missing: Vec<String> = paths
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing: {} (run `just setup`, which installs the Debian packages, the moto venv and \
+             builds the control plane)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// True when CI demands the environment (`PRIVATEER_REQUIRE_TESTENV`): missing parts fail.
+pub fn environment_required() -> bool {
+    std::env::var_os("PRIVATEER_REQUIRE_TESTENV").is_some_and(|v| !v.is_empty() && v != "0")
+}

@@ -1,0 +1,365 @@
+//! Tests that prove the local environment is real: the API server serves the CRD, the real Job
+//! controller and garbage collector act, the node agent runs pods, the registries speak the
+//! distribution protocol and moto's ECR tokens open the target registry.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use privateer_e2e::TestEnv;
+use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
+use privateer_e2e::process::pid_alive;
+use privateer_e2e::registry::oci_client;
+use serde_json::json;
+
+const CRD: &str = include_str!("../../crd/imagemirrors.privateer.dev.yaml");
+
+macro_rules! env_or_skip {
+    ($builder:expr, $name:expr) => {
+        match $builder.start_or_skip($name).await.unwrap() {
+            Some(env) => env,
+            None => return,
+        }
+    };
+}
+
+async fn apply_crd(env: &TestEnv) {
+    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let established = await_condition(
+        crds,
+        "imagemirrors.privateer.dev",
+        conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn api_server_accepts_the_crd_and_kubectl_prints_the_columns() {
+    let env = env_or_skip!(TestEnv::builder().control_plane(), "crd");
+    apply_crd(&env).await;
+    let mirror = "apiVersion: privateer.dev/v1alpha1\nkind: ImageMirror\nmetadata:\n  name: docker.io-library-nginx-1.27\nspec:\n  source: nginx:1.27\n";
+    let path = env.dir.join("mirror.yaml");
+    std::fs::write(&path, mirror).unwrap();
+    let out = env
+        .kubectl()
+        .args(["apply", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = env
+        .kubectl()
+        .args(["get", "imagemirrors"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "SOURCE", "PHASE", "DIGEST", "ATTEMPTS", "AGE"],
+        "{table}"
+    );
+    assert!(table.contains("nginx:1.27"), "{table}");
+    let out = env
+        .kubectl()
+        .args(["get", "imir", "-o", "wide"])
+        .output()
+        .unwrap();
+    let wide = String::from_utf8(out.stdout).unwrap();
+    assert!(wide.lines().next().unwrap().ends_with("TARGET"), "{wide}");
+
+    // The CEL rule: spec.source cannot change.
+    let out = env
+        .kubectl()
+        .args([
+            "patch",
+            "imagemirror",
+            "docker.io-library-nginx-1.27",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"source":"nginx:1.28"}}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.source is immutable"));
+}
+
+fn job(name: &str, args: &[&str]) -> Job {
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "privateer:test",
+                "command": ["privateer"], "args": args,
+                "terminationMessagePolicy": "FallbackToLogsOnError"}]}}}
+    }))
+    .unwrap()
+}
+
+async fn wait_job(jobs: &Api<Job>, name: &str, condition: &'static str) -> Job {
+    let done = await_condition(jobs.clone(), name, move |job: Option<&Job>| {
+        job.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == condition && c.status == "True"))
+    });
+    tokio::time::timeout(Duration::from_secs(60), done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn jobs_run_through_the_node_agent_to_complete_or_failed() {
+    let env = env_or_skip!(TestEnv::builder().node_agent(), "jobs");
+    let jobs: Api<Job> = Api::namespaced(env.client(), "default");
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+
+    jobs.create(
+        &PostParams::default(),
+        &job("ok", &["image", "normalize", "nginx"]),
+    )
+    .await
+    .unwrap();
+    wait_job(&jobs, "ok", "Complete").await;
+    let ok_pods = pods
+        .list(&ListParams::default().labels("job-name=ok"))
+        .await
+        .unwrap();
+    let state = ok_pods.items[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .clone()
+        .unwrap();
+    assert_eq!(state.terminated.unwrap().exit_code, 0);
+
+    jobs.create(
+        &PostParams::default(),
+        &job("fails", &["image", "normalize", "NGINX"]),
+    )
+    .await
+    .unwrap();
+    wait_job(&jobs, "fails", "Failed").await;
+    let failed = pods
+        .list(&ListParams::default().labels("job-name=fails"))
+        .await
+        .unwrap();
+    let terminated = failed.items[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(terminated.exit_code, 2);
+    assert!(
+        terminated
+            .message
+            .unwrap_or_default()
+            .contains("must be lowercase")
+    );
+
+    // A pod that runs anything but privateer fails visibly.
+    let other: Pod = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nginx"},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}}),
+    )
+    .unwrap();
+    pods.create(&PostParams::default(), &other).await.unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let pod = pods.get("nginx").await.unwrap();
+            let status = pod.status.unwrap_or_default();
+            if status.phase.as_deref() == Some("Failed") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused.reason.as_deref(), Some("UnsupportedByNodeAgent"));
+    assert!(
+        refused
+            .message
+            .unwrap()
+            .contains("runs only the privateer binary")
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_owner_deletes_its_dependents() {
+    let env = env_or_skip!(TestEnv::builder().control_plane(), "garbage collector");
+    let maps: Api<ConfigMap> = Api::namespaced(env.client(), "default");
+    let owner = maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let uid = owner.metadata.uid.unwrap();
+    let dependent = json!({"metadata": {"name": "dependent", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}});
+    maps.create(
+        &PostParams::default(),
+        &serde_json::from_value(dependent).unwrap(),
+    )
+    .await
+    .unwrap();
+    maps.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    let gone = await_condition(maps.clone(), "dependent", conditions::is_deleted(""));
+    tokio::time::timeout(Duration::from_secs(60), gone)
+        .await
+        .expect("garbage collector deletes the dependent")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn multi_platform_image_round_trips_through_the_registry() {
+    let env = env_or_skip!(TestEnv::builder().registries(), "registry round trip");
+    let source = env.source.as_ref().unwrap();
+    let pusher = Pusher::new(oci_client(), source.auth());
+    for format in [Format::Oci, Format::Docker] {
+        let index = Index::multi_platform(
+            format,
+            &["linux/amd64", "linux/arm64/v8", "linux/s390x"],
+            7,
+            64 * 1024,
+        );
+        let digest = pusher
+            .push_index(&source.host, "library/app", "1.0", &index)
+            .await
+            .unwrap();
+        assert_eq!(digest, index.manifest.digest);
+        let (bytes, pulled) = pusher
+            .pull_manifest(&source.host, "library/app", &digest)
+            .await
+            .unwrap();
+        assert_eq!(pulled, digest);
+        assert_eq!(bytes, index.manifest.data, "manifest bytes survive");
+        for image in &index.images {
+            let (bytes, _) = pusher
+                .pull_manifest(&source.host, "library/app", &image.manifest.digest)
+                .await
+                .unwrap();
+            assert_eq!(bytes, image.manifest.data);
+            let blob = pusher
+                .pull_blob(&source.host, "library/app", &image.layers[1].digest)
+                .await
+                .unwrap();
+            assert_eq!(blob, image.layers[1].data);
+        }
+    }
+    // Single-platform images of both formats, with many small layers.
+    let layers = (0..20).map(|i| layer(100 + i, 1024)).collect();
+    let image = Image::new(Format::Docker, "linux/amd64", layers);
+    pusher
+        .push_image(&source.host, "team/small", "v1", &image)
+        .await
+        .unwrap();
+    let (_, digest) = pusher
+        .pull_manifest(&source.host, "team/small", "v1")
+        .await
+        .unwrap();
+    assert_eq!(digest, image.manifest.digest);
+}
+
+#[tokio::test]
+async fn moto_serves_ecr_and_its_token_opens_the_target_registry() {
+    let env = env_or_skip!(TestEnv::builder().registries(), "moto");
+    let moto = env.moto.as_ref().unwrap();
+    let ecr = moto.ecr_client().await;
+    let created = ecr
+        .create_repository()
+        .repository_name("mirror/docker.io/library/nginx")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        created
+            .repository()
+            .unwrap()
+            .repository_uri()
+            .unwrap()
+            .ends_with("/mirror/docker.io/library/nginx")
+    );
+    let again = ecr
+        .create_repository()
+        .repository_name("mirror/docker.io/library/nginx")
+        .send()
+        .await;
+    let err = again.unwrap_err().into_service_error();
+    assert!(err.is_repository_already_exists_exception(), "{err:?}");
+
+    // The token moto hands out is what the target registry accepts.
+    let (user, password) = moto.registry_credentials().await.unwrap();
+    assert_eq!(user, "AWS");
+    let target = env.target.as_ref().unwrap();
+    let image = Image::new(Format::Oci, "linux/amd64", vec![layer(1, 4096)]);
+    let pusher = Pusher::new(
+        oci_client(),
+        oci_client::secrets::RegistryAuth::Basic(user, password),
+    );
+    pusher
+        .push_image(
+            &target.host,
+            "mirror/docker.io/library/nginx",
+            "1.27",
+            &image,
+        )
+        .await
+        .unwrap();
+    // And a wrong password is refused.
+    let wrong = Pusher::new(
+        oci_client(),
+        oci_client::secrets::RegistryAuth::Basic("AWS".into(), "wrong".into()),
+    );
+    assert!(
+        wrong
+            .push_image(&target.host, "mirror/x", "1", &image)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn everything_stops_when_the_environment_is_dropped() {
+    let env = env_or_skip!(TestEnv::full(), "cleanup");
+    let pids = env.pids();
+    assert!(pids.len() >= 6, "{pids:?}");
+    assert!(pids.iter().all(|pid| pid_alive(*pid)));
+    let dir = env.dir.clone();
+    drop(env);
+    let left: Vec<u32> = pids.into_iter().filter(|pid| pid_alive(*pid)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(!dir.exists(), "environment directory left behind");
+}
