@@ -69,18 +69,68 @@ pub fn sha256(data: &[u8]) -> String {
     )
 }
 
-/// `size` incompressible bytes determined by `seed` (xorshift), standing in for a layer.
-pub fn layer(seed: u64, size: usize) -> Blob {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut data = Vec::with_capacity(size + 8);
-    while data.len() < size {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        data.extend_from_slice(&state.to_le_bytes());
+/// Incompressible bytes determined by a seed (xorshift64), produced in chunks so that layers of
+/// any size can be hashed and pushed with bounded memory.
+pub struct LayerBytes {
+    state: u64,
+    remaining: u64,
+}
+
+impl LayerBytes {
+    pub fn new(seed: u64, size: u64) -> Self {
+        Self {
+            state: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            remaining: size,
+        }
     }
-    data.truncate(size);
+
+    /// The next chunk of at most `max` bytes (a multiple of 8 except the last), or None.
+    pub fn next_chunk(&mut self, max: usize) -> Option<Bytes> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let len = (max as u64).min(self.remaining) as usize;
+        let mut chunk = Vec::with_capacity(len + 8);
+        while chunk.len() < len {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            chunk.extend_from_slice(&self.state.to_le_bytes());
+        }
+        chunk.truncate(len);
+        self.remaining -= len as u64;
+        Some(chunk.into())
+    }
+}
+
+/// Chunk size used when streaming generated layers.
+const CHUNK: usize = 1 << 20;
+
+/// `size` incompressible bytes determined by `seed`, in memory: a small layer.
+pub fn layer(seed: u64, size: usize) -> Blob {
+    let mut bytes = LayerBytes::new(seed, size as u64);
+    let mut data = Vec::with_capacity(size);
+    while let Some(chunk) = bytes.next_chunk(CHUNK) {
+        data.extend_from_slice(&chunk);
+    }
     Blob::new(data)
+}
+
+/// The digest of the layer `LayerBytes::new(seed, size)` makes, computed in one streaming pass.
+pub fn generated_layer_digest(seed: u64, size: u64) -> String {
+    let mut hasher = Sha256::new();
+    let mut bytes = LayerBytes::new(seed, size);
+    while let Some(chunk) = bytes.next_chunk(CHUNK) {
+        hasher.update(&chunk);
+    }
+    format!(
+        "sha256:{}",
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 /// `os/arch[/variant]`.
@@ -140,6 +190,29 @@ impl Image {
             manifest,
             config,
             layers,
+        }
+    }
+
+    /// An image whose layers are described only by digest and size (streamed big layers);
+    /// `layers` stays empty, so push the layers first, then [`Pusher::push_manifest_only`].
+    pub fn with_layer_digests(format: Format, platform: &str, layers: &[(String, u64)]) -> Self {
+        let platform = Platform::parse(platform);
+        let mut config = platform.json();
+        config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|(d, _)| d).collect::<Vec<_>>()});
+        let config = Blob::new(serde_json::to_vec(&config).unwrap_or_default());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": format.manifest_type(),
+            "config": {"mediaType": format.config_type(), "digest": config.digest, "size": config.data.len()},
+            "layers": layers.iter().map(|(d, size)| json!({"mediaType": format.layer_type(), "digest": d, "size": size})).collect::<Vec<_>>(),
+        });
+        let manifest = Blob::new(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+        Self {
+            format,
+            platform,
+            manifest,
+            config,
+            layers: Vec::new(),
         }
     }
 
@@ -273,6 +346,58 @@ impl Pusher {
             .push_manifest_raw(reference, manifest.data.clone(), media_type.parse()?)
             .await?;
         Ok(())
+    }
+
+    /// Streams a generated layer of any size into `repository` (memory stays at one chunk);
+    /// returns its digest. Use the digest in a manifest built with [`Image::with_layer_digests`].
+    pub async fn push_generated_layer(
+        &self,
+        registry: &str,
+        repository: &str,
+        seed: u64,
+        size: u64,
+    ) -> anyhow::Result<String> {
+        let digest = generated_layer_digest(seed, size);
+        let reference = Self::reference(registry, repository, "layer")?;
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.client
+            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
+            .await?;
+        if self.client.blob_exists(&reference, &digest).await? {
+            return Ok(digest);
+        }
+        let mut bytes = LayerBytes::new(seed, size);
+        let stream =
+            futures::stream::iter(std::iter::from_fn(move || bytes.next_chunk(CHUNK).map(Ok)));
+        self.client
+            .push_blob_stream(&reference, stream, &digest, Some(size))
+            .await?;
+        Ok(digest)
+    }
+
+    /// Pushes a manifest (and its config blob) whose layers were pushed already.
+    pub async fn push_manifest_only(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        image: &Image,
+    ) -> anyhow::Result<String> {
+        let reference = Self::reference(registry, repository, tag)?;
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.client
+            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
+            .await?;
+        self.client
+            .push_blob(&reference, image.config.data.clone(), &image.config.digest)
+            .await?;
+        self.push_manifest(&reference, &image.manifest, image.format.manifest_type())
+            .await?;
+        Ok(image.manifest.digest.clone())
     }
 
     /// Pulls a manifest's raw bytes by digest or tag; returns (bytes, digest).

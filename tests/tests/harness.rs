@@ -279,6 +279,23 @@ async fn multi_platform_image_round_trips_through_the_registry() {
             assert_eq!(blob, image.layers[1].data);
         }
     }
+    // A big layer streams in and out with bounded memory.
+    let size = 48 << 20;
+    let big = pusher
+        .push_generated_layer(&source.host, "team/big", 42, size)
+        .await
+        .unwrap();
+    let image = Image::with_layer_digests(Format::Oci, "linux/amd64", &[(big.clone(), size)]);
+    pusher
+        .push_manifest_only(&source.host, "team/big", "v1", &image)
+        .await
+        .unwrap();
+    let (bytes, _) = pusher
+        .pull_manifest(&source.host, "team/big", "v1")
+        .await
+        .unwrap();
+    assert!(String::from_utf8(bytes.to_vec()).unwrap().contains(&big));
+
     // Single-platform images of both formats, with many small layers.
     let layers = (0..20).map(|i| layer(100 + i, 1024)).collect();
     let image = Image::new(Format::Docker, "linux/amd64", layers);
