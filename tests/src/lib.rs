@@ -4,6 +4,7 @@
 //! a test needs and stops it, by PID, when dropped.
 
 pub mod controlplane;
+pub mod ecr_proxy;
 pub mod env;
 pub mod images;
 pub mod moto;

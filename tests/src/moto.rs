@@ -17,6 +17,11 @@ pub const REGION: &str = "eu-west-1";
 /// moto's default account.
 pub const ACCOUNT: &str = "123456789012";
 
+/// Static credentials moto accepts.
+pub fn credentials() -> aws_sdk_ecr::config::Credentials {
+    aws_sdk_ecr::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "privateer-test")
+}
+
 pub struct Moto {
     /// `http://127.0.0.1:<port>`
     pub endpoint: String,
@@ -38,17 +43,10 @@ impl Moto {
 
     /// An ECR client against this moto, as privateer's code builds one from the environment.
     pub async fn ecr_client(&self) -> aws_sdk_ecr::Client {
-        let credentials = aws_sdk_ecr::config::Credentials::new(
-            ACCESS_KEY,
-            SECRET_KEY,
-            None,
-            None,
-            "privateer-test",
-        );
         let config = aws_sdk_ecr::Config::builder()
             .behavior_version(aws_sdk_ecr::config::BehaviorVersion::latest())
             .region(aws_sdk_ecr::config::Region::new(REGION))
-            .credentials_provider(credentials)
+            .credentials_provider(credentials())
             .endpoint_url(&self.endpoint)
             .build();
         aws_sdk_ecr::Client::from_conf(config)
@@ -73,5 +71,31 @@ impl Moto {
             .split_once(':')
             .context("token is not user:password")?;
         Ok((user.to_owned(), password.to_owned()))
+    }
+}
+
+impl Moto {
+    /// Make `DescribeImageScanFindings` return `results` (moto's API for custom findings).
+    pub async fn set_scan_findings(&self, results: serde_json::Value) -> anyhow::Result<()> {
+        use http_body_util::Full;
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        let client: Client<_, Full<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let body = serde_json::json!({"results": results, "region": REGION}).to_string();
+        let request = http::Request::post(format!(
+            "{}/moto-api/static/ecr/scan-finding-results",
+            self.endpoint
+        ))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))?;
+        let response = client.request(request).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "moto refused the findings: {}",
+            response.status()
+        );
+        Ok(())
     }
 }

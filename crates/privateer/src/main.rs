@@ -1,6 +1,7 @@
 //! The `privateer` binary: command-line parsing and wiring only; the work lives in the crates.
 
 mod image_cmd;
+mod target_cmd;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ enum Command {
     /// Work with the configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check the target registry with privateer's credentials; create repositories.
+    #[command(subcommand)]
+    Target(target_cmd::TargetCommand),
 }
 
 #[derive(Subcommand)]
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
             .map(|_| format!("{}: ok\n", file.display()))
             .map_err(Into::into),
         Command::Config(ConfigCommand::Show { file }) => show_config(file),
+        Command::Target(command) => target_cmd::run(command),
     };
     match result {
         Ok(output) => {
@@ -66,7 +71,13 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("privateer: {error:#}");
-            ExitCode::from(EXIT_INVALID)
+            match error.downcast_ref::<target_cmd::RegistryFailure>() {
+                Some(failure) if failure.0.is_transient() => {
+                    ExitCode::from(target_cmd::EXIT_TRANSIENT)
+                }
+                Some(_) => ExitCode::from(target_cmd::EXIT_PERMANENT),
+                None => ExitCode::from(EXIT_INVALID),
+            }
         }
     }
 }

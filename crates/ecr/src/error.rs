@@ -1,0 +1,128 @@
+//! Errors of the target providers, classified so callers know whether to retry.
+
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The configuration cannot work (bad host, missing region, unreadable CA file …).
+    #[error("target configuration: {0}")]
+    Config(String),
+    /// IAM (or the registry) refused: fix the policy; retrying will not help.
+    #[error(
+        "access denied: {action} on {resource}: {message} (grant {action} to privateer's role)"
+    )]
+    AccessDenied {
+        action: String,
+        resource: String,
+        message: String,
+    },
+    /// ECR refused a value of ours (a policy text, a KMS key …); retrying will not help.
+    #[error("{action} on {resource} refused: {code}: {message}")]
+    Rejected {
+        action: String,
+        resource: String,
+        code: String,
+        message: String,
+    },
+    /// Throttled, 5xx, timeouts or network, still failing after the SDK's retries.
+    #[error("{action} on {resource} failed, will retry: {message}")]
+    Unavailable {
+        action: String,
+        resource: String,
+        message: String,
+    },
+    /// No AWS credentials could be found or used.
+    #[error("AWS credentials: {0}")]
+    Credentials(String),
+}
+
+impl TargetError {
+    /// Worth retrying later without a change to the configuration or IAM.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// Classify an SDK error of `action` on `resource`.
+    pub(crate) fn from_sdk<E, R>(action: &str, resource: &str, error: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        let action = action.to_owned();
+        let resource = resource.to_owned();
+        match &error {
+            SdkError::ServiceError(service) => {
+                let err = service.err();
+                let code = err.code().unwrap_or("Unknown").to_owned();
+                let message = err.message().unwrap_or("no message").to_owned();
+                classify_code(action, resource, code, message)
+            }
+            SdkError::ConstructionFailure(_) => {
+                let message = chain(&error);
+                if message.contains("credentials") {
+                    Self::Credentials(message)
+                } else {
+                    Self::Config(format!("{action} on {resource}: {message}"))
+                }
+            }
+            _ => {
+                let message = chain(&error);
+                // The credential chain fails at dispatch when nothing provides credentials.
+                if message.contains("credentials") && message.contains("provider") {
+                    Self::Credentials(message)
+                } else {
+                    Self::Unavailable {
+                        action,
+                        resource,
+                        message,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn classify_code(action: String, resource: String, code: String, message: String) -> TargetError {
+    match code.as_str() {
+        "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "ExpiredTokenException" => TargetError::AccessDenied {
+            action,
+            resource,
+            message: format!("{code}: {message}"),
+        },
+        "ThrottlingException"
+        | "ServerException"
+        | "ServiceUnavailableException"
+        | "InternalFailure"
+        | "RequestTimeout"
+        | "LimitExceededException" => TargetError::Unavailable {
+            action,
+            resource,
+            message: format!("{code}: {message}"),
+        },
+        _ => TargetError::Rejected {
+            action,
+            resource,
+            code,
+            message,
+        },
+    }
+}
+
+/// The error and its sources on one line: the SDK's top-level messages alone say little.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let next = inner.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = inner.source();
+    }
+    text
+}
