@@ -171,34 +171,24 @@ pub struct Image {
 
 impl Image {
     pub fn new(format: Format, platform: &str, layers: Vec<Blob>) -> Self {
-        let platform = Platform::parse(platform);
-        let mut config = platform.json();
-        config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| &l.digest).collect::<Vec<_>>()});
-        config["config"] = json!({"Cmd": ["/bin/true"]});
-        let config = Blob::new(serde_json::to_vec(&config).unwrap_or_default());
-        let descriptor = |media_type: &str, b: &Blob| json!({"mediaType": media_type, "digest": b.digest, "size": b.data.len()});
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": format.manifest_type(),
-            "config": descriptor(format.config_type(), &config),
-            "layers": layers.iter().map(|l| descriptor(format.layer_type(), l)).collect::<Vec<_>>(),
-        });
-        let manifest = Blob::new(serde_json::to_vec_pretty(&manifest).unwrap_or_default());
+        let described: Vec<(String, u64)> = layers
+            .iter()
+            .map(|l| (l.digest.clone(), l.data.len() as u64))
+            .collect();
         Self {
-            format,
-            platform,
-            manifest,
-            config,
             layers,
+            ..Self::with_layer_digests(format, platform, &described)
         }
     }
 
     /// An image whose layers are described only by digest and size (streamed big layers);
-    /// `layers` stays empty, so push the layers first, then [`Pusher::push_manifest_only`].
+    /// `layers` stays empty, so push the layers first: [`Pusher::push_image`] then pushes the
+    /// config and the manifest.
     pub fn with_layer_digests(format: Format, platform: &str, layers: &[(String, u64)]) -> Self {
         let platform = Platform::parse(platform);
         let mut config = platform.json();
         config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|(d, _)| d).collect::<Vec<_>>()});
+        config["config"] = json!({"Cmd": ["/bin/true"]});
         let config = Blob::new(serde_json::to_vec(&config).unwrap_or_default());
         let manifest = json!({
             "schemaVersion": 2,
@@ -214,11 +204,6 @@ impl Image {
             config,
             layers: Vec::new(),
         }
-    }
-
-    /// Bytes of every blob (config and layers).
-    pub fn blob_bytes(&self) -> usize {
-        self.config.data.len() + self.layers.iter().map(|l| l.data.len()).sum::<usize>()
     }
 }
 
@@ -282,6 +267,18 @@ impl Pusher {
         Self { client, auth }
     }
 
+    async fn login(
+        &self,
+        reference: &Reference,
+        operation: oci_client::RegistryOperation,
+    ) -> anyhow::Result<()> {
+        self.client
+            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
+            .await;
+        self.client.auth(reference, &self.auth, operation).await?;
+        Ok(())
+    }
+
     fn reference(registry: &str, repository: &str, tag: &str) -> anyhow::Result<Reference> {
         Ok(format!("{registry}/{repository}:{tag}").parse()?)
     }
@@ -295,11 +292,7 @@ impl Pusher {
         image: &Image,
     ) -> anyhow::Result<String> {
         let reference = Self::reference(registry, repository, tag)?;
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
-            .await;
-        self.client
-            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
+        self.login(&reference, oci_client::RegistryOperation::Push)
             .await?;
         for blob in std::iter::once(&image.config).chain(&image.layers) {
             if !self.client.blob_exists(&reference, &blob.digest).await? {
@@ -359,11 +352,7 @@ impl Pusher {
     ) -> anyhow::Result<String> {
         let digest = generated_layer_digest(seed, size);
         let reference = Self::reference(registry, repository, "layer")?;
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
-            .await;
-        self.client
-            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
+        self.login(&reference, oci_client::RegistryOperation::Push)
             .await?;
         if self.client.blob_exists(&reference, &digest).await? {
             return Ok(digest);
@@ -375,29 +364,6 @@ impl Pusher {
             .push_blob_stream(&reference, stream, &digest, Some(size))
             .await?;
         Ok(digest)
-    }
-
-    /// Pushes a manifest (and its config blob) whose layers were pushed already.
-    pub async fn push_manifest_only(
-        &self,
-        registry: &str,
-        repository: &str,
-        tag: &str,
-        image: &Image,
-    ) -> anyhow::Result<String> {
-        let reference = Self::reference(registry, repository, tag)?;
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
-            .await;
-        self.client
-            .auth(&reference, &self.auth, oci_client::RegistryOperation::Push)
-            .await?;
-        self.client
-            .push_blob(&reference, image.config.data.clone(), &image.config.digest)
-            .await?;
-        self.push_manifest(&reference, &image.manifest, image.format.manifest_type())
-            .await?;
-        Ok(image.manifest.digest.clone())
     }
 
     /// Pulls a manifest's raw bytes by digest or tag; returns (bytes, digest).
@@ -430,11 +396,7 @@ impl Pusher {
         digest: &str,
     ) -> anyhow::Result<Vec<u8>> {
         let reference: Reference = format!("{registry}/{repository}@{digest}").parse()?;
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
-            .await;
-        self.client
-            .auth(&reference, &self.auth, oci_client::RegistryOperation::Pull)
+        self.login(&reference, oci_client::RegistryOperation::Pull)
             .await?;
         let mut out = Vec::new();
         self.client.pull_blob(&reference, digest, &mut out).await?;

@@ -45,10 +45,15 @@ impl RegistryAccess {
             .map_or(self.endpoint.as_str(), |(_, rest)| rest);
         rest.split('/').next().unwrap_or(rest)
     }
+}
 
-    /// Plain HTTP.
-    pub fn insecure(&self) -> bool {
-        self.endpoint.starts_with("http://")
+/// A registry endpoint as a URL: `host[:port]` gets `https://`, or `http://` when `insecure`;
+/// a URL stays as it is.
+pub(crate) fn endpoint_url(host_or_url: &str, insecure: bool) -> String {
+    match host_or_url {
+        url if url.contains("://") => url.trim_end_matches('/').to_owned(),
+        host if insecure => format!("http://{host}"),
+        host => format!("https://{host}"),
     }
 }
 
@@ -129,10 +134,6 @@ impl DockerConfig {
     pub fn credentials_for(&self, host: &str) -> Option<&Credentials> {
         self.auths.get(&normalize_key(host))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.auths.is_empty()
-    }
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `http://host:5000/x` → `host:5000`.
@@ -183,13 +184,18 @@ mod tests {
     }
 
     #[test]
-    fn access_host_and_scheme() {
-        let access = RegistryAccess {
-            endpoint: "http://127.0.0.1:5000".into(),
+    fn endpoints_get_a_scheme_and_hosts_come_back_out() {
+        let access = |insecure| RegistryAccess {
+            endpoint: endpoint_url("127.0.0.1:5000", insecure),
             credentials: None,
             generation: 0,
         };
-        assert_eq!(access.host(), "127.0.0.1:5000");
-        assert!(access.insecure());
+        assert_eq!(access(true).endpoint, "http://127.0.0.1:5000");
+        assert_eq!(access(false).endpoint, "https://127.0.0.1:5000");
+        assert_eq!(access(false).host(), "127.0.0.1:5000");
+        assert_eq!(
+            endpoint_url("http://mirror.local:80/", false),
+            "http://mirror.local:80"
+        );
     }
 }

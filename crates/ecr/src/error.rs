@@ -58,17 +58,13 @@ impl TargetError {
                 classify_code(action, resource, code, message)
             }
             SdkError::ConstructionFailure(_) => {
-                let message = chain(&error);
-                if message.contains("credentials") {
-                    Self::Credentials(message)
-                } else {
-                    Self::Config(format!("{action} on {resource}: {message}"))
-                }
+                Self::Config(format!("{action} on {resource}: {}", chain(&error)))
             }
             _ => {
                 let message = chain(&error);
-                // The credential chain fails at dispatch when nothing provides credentials.
-                if message.contains("credentials") && message.contains("provider") {
+                // The SDK reports an empty credential chain as a dispatch failure; only its
+                // text tells it apart from a network error.
+                if message.contains("no credentials found in chain") {
                     Self::Credentials(message)
                 } else {
                     Self::Unavailable {

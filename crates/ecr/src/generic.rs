@@ -7,6 +7,8 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use privateer_api::config::TargetConfig;
 
+use crate::auth::endpoint_url;
+
 use crate::{
     Answer, DockerConfig, EnsuredRepository, Findings, ImageId, RegistryAccess, RepositoryFacts,
     RepositoryState, TargetError, TargetProvider,
@@ -48,9 +50,8 @@ impl GenericProvider {
             extra_root_certificates,
             ..ClientConfig::default()
         });
-        let scheme = if target.insecure { "http" } else { "https" };
         let access = RegistryAccess {
-            endpoint: format!("{scheme}://{registry}"),
+            endpoint: endpoint_url(&registry, target.insecure),
             credentials: credentials
                 .as_ref()
                 .and_then(|c| c.credentials_for(&registry))

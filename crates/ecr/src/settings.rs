@@ -38,6 +38,8 @@ impl RepositorySettings {
 /// What an existing repository has, as ECR reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedSettings {
+    /// The repository's ARN, as ECR reports it (tags are set through it).
+    pub arn: String,
     pub scan_on_push: bool,
     /// ECR's spelling: MUTABLE, IMMUTABLE, or an `_WITH_EXCLUSION` variant.
     pub tag_mutability: String,
@@ -202,6 +204,7 @@ mod tests {
 
     fn matching() -> ObservedSettings {
         ObservedSettings {
+            arn: "arn:aws:ecr:eu-west-1:123456789012:repository/r".into(),
             scan_on_push: true,
             tag_mutability: "IMMUTABLE".into(),
             encryption: "AES256".into(),

@@ -83,6 +83,20 @@ impl Fixture {
         self.env.moto.as_ref().unwrap().ecr_client().await
     }
 
+    /// The repository as moto holds it, or the error of asking.
+    async fn repository(
+        &self,
+        name: &str,
+    ) -> Result<aws_sdk_ecr::types::Repository, impl std::fmt::Debug> {
+        self.moto()
+            .await
+            .describe_repositories()
+            .repository_names(name)
+            .send()
+            .await
+            .map(|out| out.repositories()[0].clone())
+    }
+
     fn writes(&self) -> u32 {
         WRITES.iter().map(|action| self.proxy.calls(action)).sum()
     }
@@ -152,13 +166,7 @@ async fn every_setting_lands_on_the_created_repository_and_a_second_ensure_chang
     assert_eq!(ensured.state, RepositoryState::Created);
 
     let moto = f.moto().await;
-    let described = moto
-        .describe_repositories()
-        .repository_names(repo)
-        .send()
-        .await
-        .unwrap();
-    let created = &described.repositories()[0];
+    let created = f.repository(repo).await.unwrap();
     assert_eq!(created.registry_id(), Some(ACCOUNT));
     assert_eq!(
         created.image_tag_mutability(),
@@ -262,14 +270,8 @@ async fn drift_is_reported_and_only_applied_when_enforced() {
     assert_eq!(fixed.drift, vec![]);
     let after = enforcing.ensure_repository(repo).await.unwrap();
     assert_eq!((after.drift.len(), after.corrected.len()), (0, 0));
-    let described = moto
-        .describe_repositories()
-        .repository_names(repo)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        described.repositories()[0].image_tag_mutability(),
+        f.repository(repo).await.unwrap().image_tag_mutability(),
         Some(&ImageTagMutability::Immutable)
     );
 }
@@ -288,13 +290,7 @@ async fn a_refused_policy_leaves_no_half_created_repository() {
         "{error}"
     );
     assert!(!error.is_transient());
-    let listed = f
-        .moto()
-        .await
-        .describe_repositories()
-        .repository_names(repo)
-        .send()
-        .await;
+    let listed = f.repository(repo).await;
     assert!(listed.is_err(), "the repository must be gone: {listed:?}");
 }
 
@@ -546,6 +542,26 @@ async fn image_existence_and_findings() {
         ecr.findings("mirror/none", &digest).await,
         Answer::Known(Findings::NoImage)
     );
+    // An image with CRITICAL findings (moto's API for custom scan results).
+    let old = put_image(&moto, repo, "old", 4).await;
+    start_scan(&moto, repo, &old).await;
+    f.env
+        .moto
+        .as_ref()
+        .unwrap()
+        .set_scan_findings(serde_json::json!([{
+            "registryId": ACCOUNT,
+            "repositoryName": repo,
+            "imageId": {"imageDigest": old},
+            "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+            "imageScanFindings": {"findings": [], "findingSeverityCounts": {"CRITICAL": 3, "HIGH": 1}},
+        }]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ecr.findings(repo, &old).await,
+        Answer::Known(Findings::Scanned { critical: 3 })
+    );
 
     // Lifecycle rules delete images: existence is asked again every time.
     moto.batch_delete_image()
@@ -555,32 +571,4 @@ async fn image_existence_and_findings() {
         .await
         .unwrap();
     assert_eq!(ecr.manifest_digest(repo, &tag).await.unwrap(), None);
-}
-
-#[tokio::test]
-async fn critical_findings_are_counted() {
-    let f = fixture!("ecr critical findings");
-    let ecr = f.provider(&f.target()).await;
-    let moto = f.moto().await;
-    let repo = "mirror/docker.io/library/old";
-    ecr.ensure_repository(repo).await.unwrap();
-    let digest = put_image(&moto, repo, "1", 4).await;
-    start_scan(&moto, repo, &digest).await;
-    f.env
-        .moto
-        .as_ref()
-        .unwrap()
-        .set_scan_findings(serde_json::json!([{
-            "registryId": ACCOUNT,
-            "repositoryName": repo,
-            "imageId": {"imageDigest": digest},
-            "imageScanStatus": {"status": "COMPLETE", "description": "done"},
-            "imageScanFindings": {"findings": [], "findingSeverityCounts": {"CRITICAL": 3, "HIGH": 1}},
-        }]))
-        .await
-        .unwrap();
-    assert_eq!(
-        ecr.findings(repo, &digest).await,
-        Answer::Known(Findings::Scanned { critical: 3 })
-    );
 }

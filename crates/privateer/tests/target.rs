@@ -8,13 +8,23 @@ use privateer_e2e::TestEnv;
 use privateer_e2e::ecr_proxy::{EcrProxy, Fault};
 use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
 
+/// `privateer` with the AWS default credential chain fed by the environment only.
 fn privateer(dir: &std::path::Path, args: &[&str]) -> Output {
+    privateer_as(
+        dir,
+        args,
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        ],
+    )
+}
+
+fn privateer_as(dir: &std::path::Path, args: &[&str], credentials: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_privateer"))
         .args(args)
-        // The default credential chain, fed by the environment only.
         .env_clear()
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .envs(credentials.iter().copied())
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
         .env(
@@ -96,6 +106,13 @@ async fn target_ensure_and_check_use_the_default_credential_chain() {
         &["target", "ensure", "--config", config, "mirror/y"],
     );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+
+    // No credentials anywhere in the chain: exit 3, saying so.
+    let out = privateer_as(&env.dir, &["target", "check", "--config", config], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("privateer: AWS credentials: "), "{err}");
+    assert!(err.contains("no credentials found in chain"), "{err}");
 
     // A target that is not an ECR host is bad input: exit 2.
     std::fs::write(env.dir.join("bad.yaml"), "target:\n  registry: ghcr.io\n").unwrap();

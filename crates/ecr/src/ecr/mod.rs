@@ -13,6 +13,7 @@ use aws_sdk_ecr::config::{Region, SharedCredentialsProvider};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use privateer_api::config::TargetConfig;
 
+use crate::auth::endpoint_url;
 use crate::cache::AnswerCache;
 use crate::host::EcrHost;
 use crate::settings::RepositorySettings;
@@ -75,8 +76,6 @@ impl Default for EcrOptions {
 pub struct EcrProvider {
     client: aws_sdk_ecr::Client,
     host: EcrHost,
-    /// The region calls go to (configured, or the host's).
-    region: String,
     registry: String,
     settings: RepositorySettings,
     enforce_settings: bool,
@@ -99,7 +98,7 @@ impl EcrProvider {
             target.ecr.region.clone()
         };
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
+            .region(Region::new(region))
             .retry_config(
                 RetryConfig::standard()
                     .with_max_attempts(options.max_attempts)
@@ -129,12 +128,8 @@ impl EcrProvider {
         if !target.ecr.endpoint_url.is_empty() {
             config = config.endpoint_url(target.ecr.endpoint_url.clone());
         }
-        let endpoint_override = match target.ecr.registry_endpoint.as_str() {
-            "" => None,
-            url if url.contains("://") => Some(url.trim_end_matches('/').to_owned()),
-            host if target.insecure => Some(format!("http://{host}")),
-            host => Some(format!("https://{host}")),
-        };
+        let endpoint_override = (!target.ecr.registry_endpoint.is_empty())
+            .then(|| endpoint_url(&target.ecr.registry_endpoint, target.insecure));
         let negative = options.negative_cache_ttl.min(options.cache_ttl);
         Ok(Self {
             client: aws_sdk_ecr::Client::from_conf(config.build()),
@@ -151,18 +146,12 @@ impl EcrProvider {
             findings: AnswerCache::new(options.cache_capacity, options.cache_ttl, negative),
             lookup_timeout: options.lookup_timeout,
             host,
-            region,
         })
     }
 
     /// The parsed registry host (account, region, partition).
     pub fn host(&self) -> &EcrHost {
         &self.host
-    }
-
-    /// The ECR client, as configured (region, endpoint, credentials, retries).
-    pub fn client(&self) -> &aws_sdk_ecr::Client {
-        &self.client
     }
 
     fn account(&self) -> &str {

@@ -81,6 +81,7 @@ async fn observe(
         return Ok(None);
     };
     let mut observed = ObservedSettings {
+        arn: repo.repository_arn().unwrap_or_default().to_owned(),
         scan_on_push: repo
             .image_scanning_configuration()
             .is_some_and(|c| c.scan_on_push()),
@@ -130,13 +131,11 @@ async fn observe(
                 .map(str::to_owned),
         };
     }
-    if !ecr.settings.tags.is_empty()
-        && let Some(arn) = repo.repository_arn()
-    {
+    if !ecr.settings.tags.is_empty() {
         let tags = ecr
             .client
             .list_tags_for_resource()
-            .resource_arn(arn)
+            .resource_arn(&observed.arn)
             .send()
             .await
             .map_err(err("ListTagsForResource", repository))?;
@@ -289,10 +288,9 @@ async fn apply(
     )
     .await?;
     if drift.iter().any(|d| matches!(d.setting, Setting::Tag(_))) {
-        let arn = repository_arn(ecr, repository);
         ecr.client
             .tag_resource()
-            .resource_arn(arn)
+            .resource_arn(&observed.arn)
             .set_tags(Some(tags(ecr)?))
             .send()
             .await
@@ -301,16 +299,7 @@ async fn apply(
     tracing::info!(
         repository,
         corrected = drift.len(),
-        tags = observed.tags.len(),
         "applied configured settings to a drifted repository"
     );
     Ok(())
-}
-
-/// `arn:<partition>:ecr:<region>:<account>:repository/<name>`.
-fn repository_arn(ecr: &EcrProvider, repository: &str) -> String {
-    format!(
-        "arn:{}:ecr:{}:{}:repository/{repository}",
-        ecr.host.partition, ecr.region, ecr.host.account
-    )
 }
