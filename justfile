@@ -60,6 +60,16 @@ dev-status:
 _target-dir:
     @cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
 
+# Benchmarks on loopback registries (release build); `just bench copy` compares `privateer copy`
+# with `skopeo copy --all` and a raw parallel stream. The table also lands in target/bench/.
+bench what="copy" runs="5":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    bash tests/setup.sh
+    cargo build --release -q -p privateer -p privateer-e2e --bin privateer --bin privateer-bench
+    release="$(just _target-dir)/release"
+    "$release/privateer-bench" {{what}} --runs {{runs}} --privateer "$release/privateer" --out target/bench/{{what}}.md
+
 # Fuzz the reference parser for SECONDS (cargo-fuzz, installed into the cache on first use).
 fuzz seconds="60":
     #!/usr/bin/env bash

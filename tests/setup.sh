@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the local environment needs, idempotently; a warm run takes a second or two.
-#   Debian: docker-registry (the registries), skopeo (the copy benchmark's baseline)
+#   Debian: docker-registry (the registries), skopeo and curl (the copy benchmark's baselines)
 #   PyPI:   moto[server] in a venv under the cache (the ECR API)
 #   Go:     etcd, kube-apiserver, kube-controller-manager, kubectl, helm (tests/controlplane)
 set -euo pipefail
@@ -9,7 +9,7 @@ cache=${PRIVATEER_CACHE:-$HOME/.cache/privateer}
 MOTO_VERSION=5.2.5
 
 missing=()
-for tool in docker-registry skopeo; do
+for tool in docker-registry skopeo curl; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
+pub use privateer_registry::Platform;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -133,30 +134,13 @@ pub fn generated_layer_digest(seed: u64, size: u64) -> String {
     )
 }
 
-/// `os/arch[/variant]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn parse(text: &str) -> Self {
-        let mut parts = text.split('/');
-        Self {
-            os: parts.next().unwrap_or("linux").to_owned(),
-            architecture: parts.next().unwrap_or("amd64").to_owned(),
-            variant: parts.next().map(str::to_owned),
-        }
+/// The `platform` object of an index entry (and the os/architecture of a config).
+fn platform_json(platform: &Platform) -> serde_json::Value {
+    let mut v = json!({"os": platform.os, "architecture": platform.architecture});
+    if let Some(variant) = &platform.variant {
+        v["variant"] = json!(variant);
     }
-    fn json(&self) -> serde_json::Value {
-        let mut v = json!({"os": self.os, "architecture": self.architecture});
-        if let Some(variant) = &self.variant {
-            v["variant"] = json!(variant);
-        }
-        v
-    }
+    v
 }
 
 /// One platform's image: manifest bytes exactly as pushed, its config and layers.
@@ -185,8 +169,8 @@ impl Image {
     /// `layers` stays empty, so push the layers first: [`Pusher::push_image`] then pushes the
     /// config and the manifest.
     pub fn with_layer_digests(format: Format, platform: &str, layers: &[(String, u64)]) -> Self {
-        let platform = Platform::parse(platform);
-        let mut config = platform.json();
+        let platform = Platform::parse(platform).expect("a test names a valid os/arch platform");
+        let mut config = platform_json(&platform);
         config["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|(d, _)| d).collect::<Vec<_>>()});
         config["config"] = json!({"Cmd": ["/bin/true"]});
         let config = Blob::new(serde_json::to_vec(&config).unwrap_or_default());
@@ -221,7 +205,7 @@ impl Index {
             .iter()
             .map(|i| {
                 json!({"mediaType": format.manifest_type(), "digest": i.manifest.digest,
-                "size": i.manifest.data.len(), "platform": i.platform.json()})
+                "size": i.manifest.data.len(), "platform": platform_json(&i.platform)})
             })
             .collect();
         let index =

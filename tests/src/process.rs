@@ -123,3 +123,45 @@ pub fn pid_alive(pid: u32) -> bool {
         Err(_) => false,
     }
 }
+
+/// How a measured command ran.
+pub struct Measured {
+    pub status: std::process::ExitStatus,
+    pub wall: Duration,
+    /// Peak resident set size (VmHWM) in KiB, as last read before the process exited.
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `command` to completion, timing it exactly (a thread waits for it) while sampling its
+/// peak resident memory from `/proc` every few milliseconds.
+pub fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("start {:?}", command.get_program()))?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        (status, started.elapsed())
+    });
+    let mut peak_rss_kib = 0;
+    while !waiter.is_finished() {
+        // VmHWM only grows: any reading after the peak shows it.
+        if let Some(kib) = std::fs::read_to_string(&status_file).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak_rss_kib = peak_rss_kib.max(kib);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (status, wall) = waiter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the waiting thread panicked"))?;
+    Ok(Measured {
+        status: status?,
+        wall,
+        peak_rss_kib,
+    })
+}

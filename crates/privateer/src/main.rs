@@ -1,5 +1,7 @@
 //! The `privateer` binary: command-line parsing and wiring only; the work lives in the crates.
 
+mod copy_cmd;
+mod copy_progress;
 mod image_cmd;
 mod target_cmd;
 
@@ -30,6 +32,8 @@ enum Command {
     /// Check the target registry with privateer's credentials; create repositories.
     #[command(subcommand)]
     Target(target_cmd::TargetCommand),
+    /// Copy an image between registries, digest-exact (what copy Jobs run).
+    Copy(Box<copy_cmd::CopyArgs>),
 }
 
 #[derive(Subcommand)]
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
             .map_err(Into::into),
         Command::Config(ConfigCommand::Show { file }) => show_config(file),
         Command::Target(command) => target_cmd::run(command),
+        Command::Copy(args) => copy_cmd::run(*args),
     };
     match result {
         Ok(output) => {
@@ -71,11 +76,17 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("privateer: {error:#}");
-            match error.downcast_ref::<target_cmd::RegistryFailure>() {
-                Some(failure) if failure.0.is_transient() => {
-                    ExitCode::from(target_cmd::EXIT_TRANSIENT)
-                }
-                Some(_) => ExitCode::from(target_cmd::EXIT_PERMANENT),
+            let transient = match (
+                error.downcast_ref::<target_cmd::RegistryFailure>(),
+                error.downcast_ref::<copy_cmd::CopyFailure>(),
+            ) {
+                (Some(failure), _) => Some(failure.0.is_transient()),
+                (_, Some(failure)) => Some(failure.0.is_transient()),
+                (None, None) => None,
+            };
+            match transient {
+                Some(true) => ExitCode::from(target_cmd::EXIT_TRANSIENT),
+                Some(false) => ExitCode::from(target_cmd::EXIT_PERMANENT),
                 None => ExitCode::from(EXIT_INVALID),
             }
         }

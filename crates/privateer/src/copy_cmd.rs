@@ -1,0 +1,278 @@
+//! `privateer copy SRC DST`: what copy Jobs run. Wiring only: arguments, credentials, the
+//! ECR token, progress rendering and the Pod termination message; the copy is the registry
+//! crate's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use privateer_ecr::{DockerConfig, EcrHost, EcrOptions, EcrProvider, TargetProvider};
+use privateer_image::Reference;
+use privateer_registry::{
+    CopyError, CopyOptions, Credentials, Endpoint, Image, Platform, RetryPolicy, TlsOptions,
+};
+
+use crate::copy_progress;
+
+/// Copy an image between registries, digest-exact (what privateer's copy Jobs run).
+///
+/// The last line on stdout is the target pinned by digest. Exit status: 0 copied or up to
+/// date, 2 bad usage, 3 permanent failure (not found, denied, digest mismatch), 4 transient
+/// failure (network, 5xx after retries).
+#[derive(clap::Args)]
+pub struct CopyArgs {
+    /// The image to copy (`nginx:1.27`, `ghcr.io/org/app@sha256:…`).
+    source: String,
+    /// Where to copy it; without tag or digest it keeps the source's tag.
+    destination: String,
+    /// Source credentials as USER:PASSWORD.
+    #[arg(long, value_name = "USER:PASS")]
+    src_creds: Option<String>,
+    /// Destination credentials as USER:PASSWORD.
+    #[arg(long, value_name = "USER:PASS")]
+    dest_creds: Option<String>,
+    /// Source credentials from a docker config.json (or a dockerconfigjson Secret's file).
+    #[arg(long, value_name = "FILE")]
+    src_authfile: Option<PathBuf>,
+    /// Destination credentials from a docker config.json.
+    #[arg(long, value_name = "FILE")]
+    dest_authfile: Option<PathBuf>,
+    /// Reach the source registry here instead of at its name's host (a mirror of docker.io).
+    #[arg(long, value_name = "URL")]
+    src_endpoint: Option<String>,
+    /// Reach the destination registry here (an ECR VPC endpoint, a tunnel).
+    #[arg(long, value_name = "URL")]
+    dest_endpoint: Option<String>,
+    /// Speak plain HTTP to HOST[:PORT] (repeatable).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Trust the CAs in this PEM file besides the system roots (repeatable).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Vec<PathBuf>,
+    /// Copy only this platform of an index, as os/arch[/variant] (repeatable).
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Vec<String>,
+    /// Blobs copied at the same time.
+    #[arg(long, default_value_t = privateer_registry::DEFAULT_PARALLELISM)]
+    parallelism: usize,
+    /// Another repository of the destination registry to mount blobs from (repeatable).
+    #[arg(long, value_name = "REPOSITORY")]
+    mount_from: Vec<String>,
+    /// Tries per request, the first included, for network errors, 429 and 5xx.
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// The first retry's delay in milliseconds; it doubles per retry, with jitter.
+    #[arg(long, default_value_t = 500)]
+    retry_delay_ms: u64,
+    /// Progress as one JSON line per event on stderr (for Jobs and log pipelines).
+    #[arg(long)]
+    json: bool,
+    /// Write the one-line JSON result here [default: /dev/termination-log inside a Pod].
+    #[arg(long, value_name = "FILE")]
+    termination_log: Option<PathBuf>,
+}
+
+/// A copy that failed at a registry, not in its arguments.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CopyFailure(pub CopyError);
+
+pub fn run(args: CopyArgs) -> anyhow::Result<String> {
+    let termination_log = args
+        .termination_log
+        .clone()
+        .or_else(default_termination_log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(copy(args));
+    if let Some(path) = termination_log {
+        copy_progress::write_termination_log(&path, &result);
+    }
+    let report = result?;
+    Ok(format!("{}\n", report.target))
+}
+
+/// Kubernetes mounts the termination message file in every container.
+fn default_termination_log() -> Option<PathBuf> {
+    let path = PathBuf::from("/dev/termination-log");
+    (std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() && path.exists()).then_some(path)
+}
+
+async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> {
+    let source_reference =
+        Reference::parse(&args.source).with_context(|| format!("source {:?}", args.source))?;
+    let destination_reference = Reference::parse(&args.destination)
+        .with_context(|| format!("destination {:?}", args.destination))?;
+    let platforms = args
+        .platform
+        .iter()
+        .map(|p| Platform::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut ca_pems = Vec::new();
+    for file in &args.ca_file {
+        let pem = std::fs::read(file).with_context(|| format!("--ca-file {}", file.display()))?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            anyhow::bail!("--ca-file {}: no PEM certificate in it", file.display());
+        }
+        ca_pems.extend(split_pem_bundle(&pem));
+    }
+    let options = CopyOptions {
+        parallelism: args.parallelism.max(1),
+        platforms,
+        retry: RetryPolicy {
+            attempts: args.retries.max(1),
+            initial_delay: Duration::from_millis(args.retry_delay_ms),
+            ..RetryPolicy::default()
+        },
+        tls: TlsOptions {
+            insecure_hosts: args.insecure_registry.clone(),
+            ca_pems,
+        },
+        mount_from: args.mount_from.clone(),
+    };
+    let source = Image {
+        endpoint: endpoint(args.src_endpoint.as_deref(), "--src-endpoint")?,
+        credentials: credentials(
+            args.src_creds.as_deref(),
+            args.src_authfile.as_deref(),
+            source_reference.domain(),
+            "--src",
+        )?,
+        reference: source_reference,
+    };
+    let mut destination = Image {
+        endpoint: endpoint(args.dest_endpoint.as_deref(), "--dest-endpoint")?,
+        credentials: credentials(
+            args.dest_creds.as_deref(),
+            args.dest_authfile.as_deref(),
+            destination_reference.domain(),
+            "--dest",
+        )?,
+        reference: destination_reference,
+    };
+    if destination.credentials == Credentials::Anonymous
+        && EcrHost::parse(destination.reference.domain()).is_ok()
+    {
+        ecr_login(&mut destination, &options.tls).await?;
+    }
+    let progress = copy_progress::renderer(args.json);
+    privateer_registry::copy(&source, &destination, &options, progress)
+        .await
+        .map_err(|e| CopyFailure(e).into())
+}
+
+/// ECR's data plane takes a token from `GetAuthorizationToken` (AWS default credential chain:
+/// IRSA in a Job; `AWS_ENDPOINT_URL` overrides honoured).
+async fn ecr_login(destination: &mut Image, tls: &TlsOptions) -> anyhow::Result<()> {
+    let mut target = privateer_api::config::TargetConfig {
+        registry: destination.reference.domain().to_owned(),
+        ..Default::default()
+    };
+    if let Some(endpoint) = &destination.endpoint {
+        let scheme = if endpoint.plain_http { "http" } else { "https" };
+        target.ecr.registry_endpoint = format!("{scheme}://{}", endpoint.host);
+    }
+    target.insecure = tls
+        .insecure_hosts
+        .iter()
+        .any(|h| h == destination.reference.domain());
+    let provider = Box::pin(EcrProvider::connect(&target, EcrOptions::default()))
+        .await
+        .map_err(|e| CopyFailure(target_error(e)))?;
+    let access = Box::pin(provider.access())
+        .await
+        .map_err(|e| CopyFailure(target_error(e)))?;
+    if let Some(found) = access.credentials {
+        destination.credentials = Credentials::Basic {
+            username: found.username,
+            password: found.password,
+        };
+    }
+    destination.endpoint = Some(Endpoint::parse(&access.endpoint).map_err(anyhow::Error::msg)?);
+    Ok(())
+}
+
+fn target_error(error: privateer_ecr::TargetError) -> CopyError {
+    let class = if error.is_transient() {
+        privateer_registry::ErrorClass::Network
+    } else {
+        privateer_registry::ErrorClass::Denied
+    };
+    CopyError::new(class, "get an ECR authorization token", error.to_string())
+}
+
+fn endpoint(text: Option<&str>, flag: &str) -> anyhow::Result<Option<Endpoint>> {
+    text.map(|t| Endpoint::parse(t).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+        .transpose()
+}
+
+/// `--*-creds` wins over `--*-authfile`; neither: anonymous.
+fn credentials(
+    creds: Option<&str>,
+    authfile: Option<&Path>,
+    host: &str,
+    flag: &str,
+) -> anyhow::Result<Credentials> {
+    if let Some(creds) = creds {
+        let (username, password) = creds
+            .split_once(':')
+            .filter(|(user, _)| !user.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("{flag}-creds: expected USER:PASSWORD"))?;
+        return Ok(Credentials::Basic {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        });
+    }
+    let Some(file) = authfile else {
+        return Ok(Credentials::Anonymous);
+    };
+    let bytes =
+        std::fs::read(file).with_context(|| format!("{flag}-authfile {}", file.display()))?;
+    let config = DockerConfig::parse(&bytes)
+        .with_context(|| format!("{flag}-authfile {}", file.display()))?;
+    Ok(match config.credentials_for(host) {
+        Some(found) => Credentials::Basic {
+            username: found.username.clone(),
+            password: found.password.clone(),
+        },
+        None => Credentials::Anonymous,
+    })
+}
+
+/// One PEM certificate per entry: a CA bundle file often holds several.
+fn split_pem_bundle(pem: &[u8]) -> Vec<Vec<u8>> {
+    const END: &str = "-----END CERTIFICATE-----";
+    String::from_utf8_lossy(pem)
+        .split_inclusive(END)
+        .filter(|block| block.contains(END))
+        .map(|block| block.trim_start().as_bytes().to_vec())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_need_a_user() {
+        assert!(credentials(Some(":pw"), None, "h", "--src").is_err());
+        assert!(credentials(Some("nopassword"), None, "h", "--src").is_err());
+        assert_eq!(
+            credentials(Some("u:p:q"), None, "h", "--src").expect("valid"),
+            Credentials::Basic {
+                username: "u".into(),
+                password: "p:q".into()
+            }
+        );
+    }
+
+    #[test]
+    fn pem_bundles_split_per_certificate() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let bundle = format!("{one}{one}");
+        assert_eq!(split_pem_bundle(bundle.as_bytes()).len(), 2);
+    }
+}

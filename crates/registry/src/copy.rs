@@ -1,0 +1,448 @@
+//! The copy itself: resolve, short-circuit when up to date, gather the manifests, move the
+//! blobs in parallel, then write manifests children first and the named one last.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt, stream};
+
+use crate::error::{CopyError, ErrorClass};
+use crate::manifest::{Body, Descriptor, Manifest};
+use crate::progress::{BlobOutcome, Event, Progress};
+use crate::retry::with_retries;
+use crate::side::Side;
+use crate::{CopyOptions, CopyReport, Image};
+
+/// Copy `source` to `target`. The target's tag is its own, else the source's; a target with
+/// neither (a digest-only source) is written under the anchor tag `sha256-<hex>` so lifecycle
+/// rules for untagged images leave it alone.
+pub async fn copy(
+    source: &Image,
+    target: &Image,
+    options: &CopyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<CopyReport, CopyError> {
+    let started = Instant::now();
+    let parallelism = options.parallelism.max(1);
+    let src = Side::new(
+        source,
+        &options.tls,
+        false,
+        options.retry.clone(),
+        progress.clone(),
+    );
+    let dst = Side::new(
+        target,
+        &options.tls,
+        true,
+        options.retry.clone(),
+        progress.clone(),
+    );
+    progress.event(Event::Start {
+        source: source.reference.to_string(),
+        target: target.reference.to_string(),
+    });
+
+    let pinned = source.reference.digest().map(ToString::to_string);
+    let platforms = if pinned.is_some() && !options.platforms.is_empty() {
+        progress.event(Event::Warning {
+            message: "the source is pinned by digest: copying the whole index, --platform ignored"
+                .into(),
+        });
+        &[][..]
+    } else {
+        &options.platforms[..]
+    };
+    let destination_tag = target
+        .reference
+        .tag()
+        .or_else(|| {
+            target
+                .reference
+                .digest()
+                .is_none()
+                .then(|| source.reference.tag())?
+        })
+        .map(str::to_owned);
+
+    // Up to date? Two lookups when the digest to write is known without pulling anything.
+    let source_digest = match &pinned {
+        Some(digest) => Some(digest.clone()),
+        None if platforms.is_empty() => {
+            let tag = source.reference.effective_tag().unwrap_or("latest");
+            Some(src.manifest_digest(tag).await?.ok_or_else(|| {
+                CopyError::new(
+                    ErrorClass::NotFound,
+                    format!("resolve {}", source.reference),
+                    "no such manifest in the source registry",
+                )
+            })?)
+        }
+        None => None,
+    };
+    if let Some(digest) = &source_digest
+        && let Some(report) = up_to_date(&dst, target, destination_tag.as_deref(), digest).await?
+    {
+        progress.event(Event::UpToDate {
+            digest: digest.clone(),
+        });
+        return Ok(finish(report, digest, started));
+    }
+
+    let top = match &source_digest {
+        Some(digest) => src.pull_manifest(digest).await?,
+        None => {
+            src.pull_manifest(source.reference.effective_tag().unwrap_or("latest"))
+                .await?
+        }
+    };
+    let source_digest = top.digest.clone();
+    let top = select_platforms(top, platforms, progress.as_ref())?;
+    if top.digest != source_digest
+        && let Some(report) =
+            up_to_date(&dst, target, destination_tag.as_deref(), &top.digest).await?
+    {
+        progress.event(Event::UpToDate {
+            digest: top.digest.clone(),
+        });
+        return Ok(finish(report, &source_digest, started));
+    }
+    if let Some(wanted) = target.reference.digest()
+        && wanted.to_string() != top.digest
+    {
+        return Err(CopyError::new(
+            ErrorClass::DigestMismatch,
+            format!("copy to {}", target.reference),
+            format!(
+                "the destination names {wanted}, the source is {}",
+                top.digest
+            ),
+        ));
+    }
+    progress.event(Event::Manifest {
+        digest: top.digest.clone(),
+        media_type: top.media_type.clone(),
+        platform: None,
+    });
+
+    let children = pull_children(&src, &top, parallelism, progress.as_ref()).await?;
+    let mut seen = HashSet::new();
+    let blobs: Vec<Descriptor> = children
+        .iter()
+        .chain(std::iter::once(&top))
+        .flat_map(Manifest::blobs)
+        .filter(|d| seen.insert(d.digest.clone()))
+        .cloned()
+        .collect();
+
+    // A repository that does not exist yet has no blobs: skip asking for each (one request
+    // per blob saved, the registry's main cost when layers are small).
+    let fresh_repository = !dst.repository_exists().await?;
+    let mut report = report(target, destination_tag.as_deref(), &top.digest);
+    report.media_type = top.media_type.clone();
+    if let Body::Index { children } = &top.body {
+        report.platforms = children
+            .iter()
+            .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+            .collect();
+    }
+    report.bytes_total = blobs.iter().map(|b| b.size).sum();
+    let outcomes: Vec<(BlobOutcome, u64)> = stream::iter(&blobs)
+        .map(|blob| {
+            copy_blob(
+                &src,
+                &dst,
+                blob,
+                fresh_repository,
+                options,
+                progress.clone(),
+            )
+        })
+        .buffer_unordered(parallelism)
+        .try_collect()
+        .await?;
+    for (outcome, size) in outcomes {
+        count(&mut report, outcome, size);
+    }
+
+    // Children by digest before the index that names them.
+    stream::iter(&children)
+        .map(|child| dst.push_manifest(child, &child.digest))
+        .buffer_unordered(parallelism)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let written_as = destination_tag
+        .clone()
+        .unwrap_or_else(|| anchor_tag(&top.digest));
+    dst.push_manifest(&top, &written_as).await?;
+    report.manifests = children.len() + 1;
+    progress.event(Event::Pushed {
+        reference: format!("{}:{written_as}", dst.name()),
+        digest: top.digest.clone(),
+    });
+    match dst.manifest_digest(&written_as).await? {
+        Some(digest) if digest == top.digest => {}
+        other => {
+            return Err(CopyError::new(
+                ErrorClass::Invalid,
+                format!("verify {}:{written_as}", dst.name()),
+                format!("the target answers {other:?} after writing {}", top.digest),
+            ));
+        }
+    }
+    Ok(finish(report, &source_digest, started))
+}
+
+/// `sha256:abc…` → `sha256-abc…`, the tag that keeps a digest-only copy from being "untagged".
+fn anchor_tag(digest: &str) -> String {
+    digest.replace(':', "-")
+}
+
+/// Does the target hold `digest` where this copy would write it?
+async fn up_to_date(
+    dst: &Side,
+    target: &Image,
+    tag: Option<&str>,
+    digest: &str,
+) -> Result<Option<CopyReport>, CopyError> {
+    let at = tag.map_or_else(|| anchor_tag(digest), str::to_owned);
+    if dst.manifest_digest(&at).await?.as_deref() != Some(digest) {
+        return Ok(None);
+    }
+    let mut report = report(target, tag, digest);
+    report.up_to_date = true;
+    Ok(Some(report))
+}
+
+/// Apply the platform filter to an index; a single image is copied as it is.
+fn select_platforms(
+    top: Manifest,
+    platforms: &[crate::Platform],
+    progress: &dyn Progress,
+) -> Result<Manifest, CopyError> {
+    if platforms.is_empty() {
+        return Ok(top);
+    }
+    match &top.body {
+        Body::Image { .. } => {
+            progress.event(Event::Warning {
+                message: "the source is a single image, not an index: copied as it is".into(),
+            });
+            Ok(top)
+        }
+        Body::Index { children } => top.filtered_index(platforms).ok_or_else(|| {
+            let offered: Vec<String> = children
+                .iter()
+                .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+                .collect();
+            let wanted: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+            CopyError::new(
+                ErrorClass::NotFound,
+                format!("select platforms {}", wanted.join(", ")),
+                format!(
+                    "none of them is in the index, which has {}",
+                    offered.join(", ")
+                ),
+            )
+        }),
+    }
+}
+
+/// The child manifests of an index, by digest (each verified against it).
+async fn pull_children(
+    src: &Side,
+    top: &Manifest,
+    parallelism: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<Manifest>, CopyError> {
+    let Body::Index { children } = &top.body else {
+        return Ok(Vec::new());
+    };
+    let pulled: Vec<Manifest> = stream::iter(children)
+        .map(|child| async move {
+            let manifest = src.pull_manifest(&child.descriptor.digest).await?;
+            progress.event(Event::Manifest {
+                digest: manifest.digest.clone(),
+                media_type: manifest.media_type.clone(),
+                platform: child.platform.as_ref().map(ToString::to_string),
+            });
+            Ok::<_, CopyError>(manifest)
+        })
+        .buffered(parallelism)
+        .try_collect()
+        .await?;
+    if let Some(nested) = pulled.iter().find(|m| matches!(m.body, Body::Index { .. })) {
+        return Err(CopyError::new(
+            ErrorClass::Invalid,
+            format!("copy index {}", top.digest),
+            format!(
+                "child {} is itself an index; nested indexes are not supported",
+                nested.digest
+            ),
+        ));
+    }
+    Ok(pulled)
+}
+
+/// Get one blob into the target: present already, mounted, or streamed.
+async fn copy_blob(
+    src: &Side,
+    dst: &Side,
+    blob: &Descriptor,
+    fresh_repository: bool,
+    options: &CopyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<(BlobOutcome, u64), CopyError> {
+    let started = Instant::now();
+    let done = |outcome| {
+        progress.event(Event::BlobDone {
+            digest: blob.digest.clone(),
+            size: blob.size,
+            outcome,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        Ok((outcome, blob.size))
+    };
+    if !fresh_repository && dst.blob_exists(&blob.digest).await? {
+        return done(BlobOutcome::Skipped);
+    }
+    let same_registry = src.host() == dst.host() && src.repository() != dst.repository();
+    let mount_sources = same_registry
+        .then(|| src.repository())
+        .into_iter()
+        .chain(options.mount_from.iter().map(String::as_str));
+    for repository in mount_sources {
+        if dst.mount(&blob.digest, repository).await? {
+            return done(BlobOutcome::Mounted);
+        }
+    }
+    progress.event(Event::BlobStart {
+        digest: blob.digest.clone(),
+        size: blob.size,
+    });
+    let mut logged_in_again = false;
+    loop {
+        let result = with_retries(&options.retry, progress.as_ref(), || {
+            stream_blob(src, dst, blob, progress.clone())
+        })
+        .await;
+        match result {
+            Ok(()) => return done(BlobOutcome::Copied),
+            // A token that expired during a long copy: log in again, once.
+            Err(e) if e.class == ErrorClass::Unauthorized && !logged_in_again => {
+                logged_in_again = true;
+                src.log_in_again().await?;
+                dst.log_in_again().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Stream one blob from source to target in one upload; the digest is checked on the way.
+async fn stream_blob(
+    src: &Side,
+    dst: &Side,
+    blob: &Descriptor,
+    progress: Arc<dyn Progress>,
+) -> Result<(), CopyError> {
+    let body = hold_last_chunk(src.pull_blob_once(blob).await?);
+    // The upload sees only "the body failed"; remember why the source stream broke.
+    let broken: Arc<Mutex<Option<CopyError>>> = Arc::default();
+    let witness = broken.clone();
+    let digest = blob.digest.clone();
+    let source = src.name().to_owned();
+    let counted = body.inspect(move |chunk| match chunk {
+        Ok(bytes) => progress.bytes(&digest, bytes.len() as u64),
+        Err(e) => {
+            let error = stream_error(&digest, &source, e);
+            *witness.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        }
+    });
+    let pushed = dst.push_blob_once(&blob.digest, blob.size, counted).await;
+    let broken = broken.lock().unwrap_or_else(PoisonError::into_inner).take();
+    match (broken, pushed) {
+        (Some(source_error), _) => Err(source_error),
+        (None, result) => result,
+    }
+}
+
+/// Yield each chunk only once the next one (or the end) has been read. The source stream checks
+/// the digest when it ends; holding the last chunk back until then means a mismatch aborts the
+/// upload before the target has the whole body, instead of after.
+fn hold_last_chunk(
+    body: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    stream::unfold(
+        (body.fuse(), None::<bytes::Bytes>),
+        |(mut body, mut held)| async move {
+            loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        if let Some(previous) = held.replace(chunk) {
+                            return Some((Ok(previous), (body, held)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), (body, None))),
+                    None => return held.take().map(|last| (Ok(last), (body, None))),
+                }
+            }
+        },
+    )
+}
+
+fn stream_error(digest: &str, source: &str, error: &std::io::Error) -> CopyError {
+    let action = format!("pull blob {digest} from {source}");
+    let mismatch = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>());
+    match mismatch {
+        Some(mismatch) => CopyError::new(
+            ErrorClass::DigestMismatch,
+            action,
+            format!("the source served content that does not match its digest: {mismatch}"),
+        ),
+        None => CopyError::new(ErrorClass::Network, action, error.to_string()),
+    }
+}
+
+/// A report naming the target pinned by `digest`, before anything is counted.
+fn report(target: &Image, tag: Option<&str>, digest: &str) -> CopyReport {
+    let name = target.reference.name();
+    CopyReport {
+        target: match tag {
+            Some(tag) => format!("{name}:{tag}@{digest}"),
+            None => format!("{name}@{digest}"),
+        },
+        digest: digest.to_owned(),
+        source_digest: String::new(),
+        media_type: String::new(),
+        platforms: Vec::new(),
+        up_to_date: false,
+        bytes_copied: 0,
+        bytes_total: 0,
+        blobs_copied: 0,
+        blobs_skipped: 0,
+        blobs_mounted: 0,
+        manifests: 0,
+        seconds: 0.0,
+    }
+}
+
+fn count(report: &mut CopyReport, outcome: BlobOutcome, size: u64) {
+    match outcome {
+        BlobOutcome::Copied => {
+            report.blobs_copied += 1;
+            report.bytes_copied += size;
+        }
+        BlobOutcome::Skipped => report.blobs_skipped += 1,
+        BlobOutcome::Mounted => report.blobs_mounted += 1,
+    }
+}
+
+fn finish(mut report: CopyReport, source_digest: &str, started: Instant) -> CopyReport {
+    report.source_digest = source_digest.to_owned();
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
