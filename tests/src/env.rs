@@ -91,6 +91,25 @@ impl TestEnv {
         command
     }
 
+    /// Install the ImageMirror CRD (as generated into `crd/`) and wait until it is served.
+    pub async fn install_crd(&self) -> anyhow::Result<()> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::runtime::wait::{await_condition, conditions};
+        const CRD: &str = include_str!("../../crd/imagemirrors.privateer.dev.yaml");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(CRD)?;
+        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(self.client());
+        crds.create(&kube::api::PostParams::default(), &crd).await?;
+        let established = await_condition(
+            crds,
+            "imagemirrors.privateer.dev",
+            conditions::is_crd_established(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(30), established)
+            .await
+            .context("the CRD was not established within 30 s")??;
+        Ok(())
+    }
+
     /// Keep the directory (logs, data) after drop, for a look after a failure.
     pub fn keep(&mut self) {
         self.keep = true;
@@ -261,6 +280,15 @@ impl Builder {
                     "privateer-node",
                     &tools::privateer_binary(),
                     &dir.join("node"),
+                    // What IRSA gives a copy pod on EKS: AWS credentials (moto takes any).
+                    vec![
+                        ("AWS_ACCESS_KEY_ID".into(), crate::moto::ACCESS_KEY.into()),
+                        (
+                            "AWS_SECRET_ACCESS_KEY".into(),
+                            crate::moto::SECRET_KEY.into(),
+                        ),
+                        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+                    ],
                 )
                 .await?,
             );

@@ -44,6 +44,8 @@ struct Agent {
     node: String,
     privateer: PathBuf,
     work_dir: PathBuf,
+    /// Set in every container, as a pod identity webhook would (AWS credentials for moto).
+    injected_env: Vec<(String, String)>,
     /// Pods started, by UID: sending on the channel kills the process.
     running: Mutex<HashMap<String, Option<oneshot::Sender<()>>>>,
 }
@@ -54,6 +56,7 @@ pub async fn start(
     node: &str,
     privateer: &Path,
     work_dir: &Path,
+    injected_env: Vec<(String, String)>,
 ) -> anyhow::Result<NodeAgentHandle> {
     std::fs::create_dir_all(work_dir)?;
     register_node(&client, node).await?;
@@ -62,6 +65,7 @@ pub async fn start(
         node: node.to_owned(),
         privateer: privateer.to_owned(),
         work_dir: work_dir.to_owned(),
+        injected_env,
         running: Mutex::new(HashMap::new()),
     });
     let watch = {
@@ -333,6 +337,7 @@ impl Agent {
         if let Some(dir) = &c.working_dir {
             command.current_dir(dir);
         }
+        command.envs(self.injected_env.iter().map(|(k, v)| (k, v)));
         for e in c.env.iter().flatten() {
             command.env(&e.name, e.value.clone().unwrap_or_default());
         }

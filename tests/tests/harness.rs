@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use privateer_e2e::TestEnv;
@@ -15,8 +14,6 @@ use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
 use privateer_e2e::process::pid_alive;
 use privateer_e2e::registry::oci_client;
 use serde_json::json;
-
-const CRD: &str = include_str!("../../crd/imagemirrors.privateer.dev.yaml");
 
 macro_rules! env_or_skip {
     ($builder:expr, $name:expr) => {
@@ -27,25 +24,10 @@ macro_rules! env_or_skip {
     };
 }
 
-async fn apply_crd(env: &TestEnv) {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client());
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    let established = await_condition(
-        crds,
-        "imagemirrors.privateer.dev",
-        conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .unwrap()
-        .unwrap();
-}
-
 #[tokio::test]
 async fn api_server_accepts_the_crd_and_kubectl_prints_the_columns() {
     let env = env_or_skip!(TestEnv::builder().control_plane(), "crd");
-    apply_crd(&env).await;
+    env.install_crd().await.unwrap();
     let mirror = "apiVersion: privateer.dev/v1alpha1\nkind: ImageMirror\nmetadata:\n  name: docker.io-library-nginx-1.27\nspec:\n  source: nginx:1.27\n";
     let path = env.dir.join("mirror.yaml");
     std::fs::write(&path, mirror).unwrap();

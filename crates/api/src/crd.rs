@@ -161,6 +161,20 @@ pub struct ImageMirrorStatus {
     pub size_bytes: Option<i64>,
 }
 
+impl ImageMirrorSpec {
+    /// A spec for `source` with every other field at its default (what the webhook creates).
+    pub fn for_source(source: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            target: None,
+            platforms: Vec::new(),
+            refresh_interval: None,
+            credentials_secret_ref: None,
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
+}
+
 impl ImageMirror {
     /// The phase, `Pending` when no status has been written yet.
     pub fn phase(&self) -> Phase {

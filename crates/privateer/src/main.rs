@@ -1,5 +1,6 @@
 //! The `privateer` binary: command-line parsing and wiring only; the work lives in the crates.
 
+mod controller_cmd;
 mod copy_cmd;
 mod copy_progress;
 mod image_cmd;
@@ -34,6 +35,8 @@ enum Command {
     Target(target_cmd::TargetCommand),
     /// Copy an image between registries, digest-exact (what copy Jobs run).
     Copy(Box<copy_cmd::CopyArgs>),
+    /// Reconcile ImageMirrors: copy Jobs, status, retries.
+    Controller(controller_cmd::ControllerArgs),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Show { file }) => show_config(file),
         Command::Target(command) => target_cmd::run(command),
         Command::Copy(args) => copy_cmd::run(*args),
+        Command::Controller(args) => controller_cmd::run(args),
     };
     match result {
         Ok(output) => {

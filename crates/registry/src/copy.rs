@@ -194,6 +194,23 @@ pub async fn copy(
     Ok(finish(report, &source_digest, started))
 }
 
+/// The manifest digest `image` names now (one HEAD, or the digest it is pinned to), or `None`
+/// when there is no such manifest.
+pub async fn resolve(image: &Image, options: &CopyOptions) -> Result<Option<String>, CopyError> {
+    if let Some(digest) = image.reference.digest() {
+        return Ok(Some(digest.to_string()));
+    }
+    let side = Side::new(
+        image,
+        &options.tls,
+        false,
+        options.retry.clone(),
+        Arc::new(crate::Silent),
+    );
+    side.manifest_digest(image.reference.effective_tag().unwrap_or("latest"))
+        .await
+}
+
 /// `sha256:abc…` → `sha256-abc…`, the tag that keeps a digest-only copy from being "untagged".
 fn anchor_tag(digest: &str) -> String {
     digest.replace(':', "-")

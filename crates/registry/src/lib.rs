@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-pub use copy::copy;
+pub use copy::{copy, resolve};
 pub use error::{CopyError, ErrorClass};
 pub use manifest::Platform;
 pub use progress::{BlobOutcome, Event, Progress, Silent};

@@ -1,0 +1,195 @@
+//! The copy Job: one `privateer copy` run in a hardened pod, owned by its ImageMirror so that
+//! deleting the mirror garbage-collects it. Credentials arrive as Secret volumes (never in
+//! arguments or environment values); ECR tokens come from the pod's own identity (IRSA).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::Resource;
+use kube::api::ObjectMeta;
+use privateer_api::config::Config;
+use privateer_api::{ImageMirror, names};
+
+use crate::plan::Plan;
+
+/// Where the privateer binary lives in its image.
+pub const BINARY: &str = "/usr/local/bin/privateer";
+const SOURCE_AUTH_DIR: &str = "/var/run/privateer/source-auth";
+const TARGET_AUTH_DIR: &str = "/var/run/privateer/target-auth";
+
+/// What the Job needs besides the plan.
+pub struct JobInputs<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    /// The image running `privateer copy` (config, else the controller's own image).
+    pub image: &'a str,
+    /// A dockerconfigjson Secret (in `namespace`) with source credentials.
+    pub source_secret: Option<&'a str>,
+}
+
+pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &JobInputs) -> Job {
+    let job = &config.copy.job;
+    let target = &config.target;
+    let mut args = vec![
+        "copy".to_owned(),
+        plan.source.to_string(),
+        plan.target.to_string(),
+        "--json".to_owned(),
+        "--parallelism".to_owned(),
+        config.copy.parallelism.to_string(),
+    ];
+    for platform in &plan.platforms {
+        args.extend(["--platform".to_owned(), platform.clone()]);
+    }
+    if let Some(endpoint) = config.sources.endpoints.get(plan.source.domain()) {
+        args.extend(["--src-endpoint".to_owned(), endpoint.url.clone()]);
+    }
+    if !target.ecr.registry_endpoint.is_empty() {
+        args.extend([
+            "--dest-endpoint".to_owned(),
+            target.ecr.registry_endpoint.clone(),
+        ]);
+    }
+    if target.insecure {
+        args.extend(["--insecure-registry".to_owned(), target.registry.clone()]);
+    }
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut secret_volume = |volume: &str, secret: &str, dir: &str, flag: &str| {
+        volumes.push(Volume {
+            name: volume.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_owned()),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "config.json".into(),
+                    ..KeyToPath::default()
+                }]),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume.to_owned(),
+            mount_path: dir.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        args.extend([flag.to_owned(), format!("{dir}/config.json")]);
+    };
+    if let Some(secret) = inputs.source_secret {
+        secret_volume("source-auth", secret, SOURCE_AUTH_DIR, "--src-authfile");
+    }
+    if !target.credentials_secret.is_empty() {
+        secret_volume(
+            "target-auth",
+            &target.credentials_secret,
+            TARGET_AUTH_DIR,
+            "--dest-authfile",
+        );
+    }
+    // Not secrets: where the ECR API is (a VPC endpoint, moto in tests) and its region.
+    let mut env = Vec::new();
+    if !target.ecr.endpoint_url.is_empty() {
+        env.push(env_var("AWS_ENDPOINT_URL_ECR", &target.ecr.endpoint_url));
+    }
+    if !target.ecr.region.is_empty() {
+        env.push(env_var("AWS_REGION", &target.ecr.region));
+    }
+    let quantities = |map: &BTreeMap<String, String>| {
+        map.iter()
+            .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let labels = BTreeMap::from([
+        (
+            names::LABEL_COMPONENT.to_owned(),
+            names::COMPONENT_VALUE.to_owned(),
+        ),
+        (
+            names::LABEL_IMAGE_MIRROR.to_owned(),
+            mirror.metadata.name.clone().unwrap_or_default(),
+        ),
+    ]);
+    let container = Container {
+        name: "copy".into(),
+        image: Some(inputs.image.to_owned()),
+        command: Some(vec![BINARY.to_owned()]),
+        args: Some(args),
+        env: (!env.is_empty()).then_some(env),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&job.resources.requests)),
+            limits: Some(quantities(&job.resources.limits)),
+            ..ResourceRequirements::default()
+        }),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(inputs.name.to_owned()),
+            namespace: Some(inputs.namespace.to_owned()),
+            labels: Some(labels.clone()),
+            owner_references: mirror.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(job.backoff_limit),
+            active_deadline_seconds: Some(job.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(job.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("Never".into()),
+                    service_account_name: (!job.service_account_name.is_empty())
+                        .then(|| job.service_account_name.clone()),
+                    node_selector: (!job.node_selector.is_empty())
+                        .then(|| job.node_selector.clone()),
+                    priority_class_name: (!job.priority_class_name.is_empty())
+                        .then(|| job.priority_class_name.clone()),
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}

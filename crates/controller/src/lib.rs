@@ -1,0 +1,171 @@
+//! privateer's controller: reconciles `ImageMirror`s into copies in the target registry, run
+//! as Jobs in the operator namespace, with status and retries on the resource.
+//!
+//! Built on kube-runtime's `Controller`: ImageMirrors are the main resource, copy Jobs (owned
+//! by their mirror) wake it when they finish. The reconciler (`reconcile.rs`) reads as a
+//! pipeline; decisions that need no I/O live in `plan.rs` and `status.rs`.
+
+mod job;
+mod plan;
+mod reconcile;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use privateer_api::config::{Config, TargetKind};
+use privateer_api::{ImageMirror, names};
+use privateer_ecr::{DockerConfig, Provider, TargetError};
+use privateer_image::TargetNaming;
+use privateer_registry::Credentials;
+
+pub use job::{BINARY, JobInputs, copy_job};
+pub use plan::{CopyResult, InvalidSpec, Plan, backoff, job_name, plan};
+pub use status::{Outcome, build as build_status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("target registry: {0}")]
+    Target(#[from] TargetError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(
+        "the ImageMirror CRD is not installed: run `privateer crd | kubectl apply -f -` (or install the Helm chart) first"
+    )]
+    CrdMissing,
+    #[error("Secret {namespace}/{name}: {problem}")]
+    Secret {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub config: Config,
+    pub naming: TargetNaming,
+    pub provider: Provider,
+    /// The image copy Jobs run.
+    pub copy_image: String,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub async fn new(
+        client: kube::Client,
+        config: Config,
+        copy_image: String,
+    ) -> Result<Self, Error> {
+        let naming = TargetNaming::new(&config.target.registry, &config.target.prefix)
+            .map_err(|e| Error::Config(format!("target: {e}")))?;
+        let generic_credentials = match (
+            &config.target.kind,
+            config.target.credentials_secret.as_str(),
+        ) {
+            (TargetKind::Generic, secret) if !secret.is_empty() => {
+                Some(read_docker_config(&client, &config.namespace, secret).await?)
+            }
+            _ => None,
+        };
+        let provider = Box::pin(Provider::from_config(&config, generic_credentials)).await?;
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "privateer-controller".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Ok(Self {
+            client,
+            config,
+            naming,
+            provider,
+            copy_image,
+            recorder,
+        })
+    }
+
+    /// Credentials for `host` from a dockerconfigjson Secret in privateer's namespace.
+    async fn secret_credentials(&self, secret: &str, host: &str) -> Result<Credentials, Error> {
+        let config = read_docker_config(&self.client, &self.config.namespace, secret).await?;
+        Ok(match config.credentials_for(host) {
+            Some(c) => Credentials::Basic {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            },
+            None => Credentials::Anonymous,
+        })
+    }
+}
+
+async fn read_docker_config(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<DockerConfig, Error> {
+    let problem = |problem: String| Error::Secret {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        problem,
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = secrets
+        .get(name)
+        .await
+        .map_err(|e| problem(e.to_string()))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(".dockerconfigjson"))
+        .ok_or_else(|| problem("has no .dockerconfigjson key".into()))?;
+    DockerConfig::parse(&bytes.0).map_err(|e| problem(e.to_string()))
+}
+
+/// Reconcile until `shutdown` resolves.
+pub async fn run(
+    ctx: Context,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
+    if let Err(kube::Error::Api(e)) = mirrors.list(&Default::default()).await
+        && e.code == 404
+    {
+        return Err(Error::CrdMissing);
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        names::LABEL_COMPONENT,
+        names::COMPONENT_VALUE
+    ));
+    Controller::new(mirrors, watcher::Config::default().any_semantic())
+        .owns(jobs, owned)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, Arc::new(ctx))
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(mirror = %object.name, "reconciled"),
+                Err(e) => tracing::warn!("reconcile: {e}"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Errors that escaped the pipeline (the API server, a Secret): try again soon. Failures of
+/// the copy itself are recorded in status with their own backoff.
+fn error_policy(mirror: Arc<ImageMirror>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(mirror = %mirror.metadata.name.clone().unwrap_or_default(), "{error}");
+    Action::requeue(Duration::from_secs(15))
+}

@@ -1,0 +1,195 @@
+//! The pure part of reconciling: what to copy where, how long to back off, how copy Jobs are
+//! named, and what a copy Pod's termination message says. No I/O here.
+
+use std::time::Duration;
+
+use privateer_api::ImageMirror;
+use privateer_api::config::RetryConfig;
+use privateer_image::{Reference, TargetNaming};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+/// What one ImageMirror asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The normalized source.
+    pub source: Reference,
+    /// Where it goes (spec override or the naming rule), with the source's tag.
+    pub target: Reference,
+    /// Platforms to copy; empty: all.
+    pub platforms: Vec<String>,
+}
+
+/// Why an ImageMirror cannot be planned: waits for a spec change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+pub fn plan(
+    mirror: &ImageMirror,
+    naming: &TargetNaming,
+    default_platforms: &[String],
+) -> Result<Plan, InvalidSpec> {
+    let source = Reference::parse(&mirror.spec.source)
+        .map_err(|e| InvalidSpec(format!("spec.source {:?}: {e}", mirror.spec.source)))?;
+    let target = match &mirror.spec.target {
+        Some(text) => {
+            let target = Reference::parse(text)
+                .map_err(|e| InvalidSpec(format!("spec.target {text:?}: {e}")))?;
+            if target.domain() != naming.registry() {
+                return Err(InvalidSpec(format!(
+                    "spec.target {text:?} is not in the target registry {}",
+                    naming.registry()
+                )));
+            }
+            target
+        }
+        None => naming
+            .target(&source)
+            .map_err(|e| InvalidSpec(format!("spec.source {:?}: {e}", mirror.spec.source)))?,
+    };
+    let platforms = if mirror.spec.platforms.is_empty() {
+        default_platforms.to_vec()
+    } else {
+        mirror.spec.platforms.clone()
+    };
+    Ok(Plan {
+        source,
+        target,
+        platforms,
+    })
+}
+
+/// The wait after the `attempts`-th failure in a row: `initial · 2^(attempts-1)` capped at
+/// `max`, scaled by `jitter` in [0.5, 1]; once attempts reach `maxAttempts`, the slow interval.
+pub fn backoff(attempts: u32, retry: &RetryConfig, jitter: f64) -> Duration {
+    if attempts >= retry.max_attempts {
+        return retry.slow_retry_interval.into();
+    }
+    let initial: Duration = retry.initial_backoff.into();
+    let max: Duration = retry.max_backoff.into();
+    let exponential = initial
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(max);
+    exponential.mul_f64(jitter.clamp(0.5, 1.0))
+}
+
+/// The copy Job for `mirror` copying `digest`: the same name for the same copy, also across
+/// controller restarts, so there is never a second Job for one copy. A DNS label (≤ 63).
+pub fn job_name(mirror: &str, digest: &str) -> String {
+    let hash = Sha256::digest(format!("{mirror}\n{digest}").as_bytes());
+    let suffix: String = hash.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    let mut stem: String = mirror
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63 - "copy--".len() - suffix.len())
+        .collect();
+    while stem.ends_with('-') {
+        stem.pop();
+    }
+    format!("copy-{stem}-{suffix}")
+}
+
+/// The one-line JSON a copy Pod leaves in its termination message.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyResult {
+    pub result: String,
+    #[serde(default)]
+    pub digest: Option<String>,
+    #[serde(default)]
+    pub source_digest: Option<String>,
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    #[serde(default)]
+    pub error_class: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl CopyResult {
+    pub fn parse(message: &str) -> Option<Self> {
+        serde_json::from_str(message.trim()).ok()
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.result == "success"
+    }
+
+    /// Worth another attempt: the registry or network failed, not the request.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.error_class.as_deref(),
+            Some("network" | "server" | "throttled")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privateer_api::ImageMirrorSpec;
+
+    fn mirror(source: &str) -> ImageMirror {
+        ImageMirror::new("m", ImageMirrorSpec::for_source(source))
+    }
+
+    fn naming() -> TargetNaming {
+        TargetNaming::new("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "mirror").expect("naming")
+    }
+
+    #[test]
+    fn plans_follow_the_naming_rule_and_refuse_bad_specs() {
+        let plan = plan(&mirror("nginx:1.27"), &naming(), &[]).expect("valid");
+        assert_eq!(
+            plan.target.to_string(),
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror/docker.io/library/nginx:1.27"
+        );
+        let bad = super::plan(&mirror("docker.io/Library/nginx"), &naming(), &[]);
+        assert!(bad.expect_err("invalid").0.contains("spec.source"));
+        let mut elsewhere = mirror("nginx:1.27");
+        elsewhere.spec.target = Some("quay.io/x/y:1".into());
+        assert!(
+            super::plan(&elsewhere, &naming(), &[])
+                .expect_err("outside the target")
+                .0
+                .contains("not in the target registry")
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_then_slows_down() {
+        let retry = RetryConfig::default();
+        let seconds: Vec<u64> = (1..=6).map(|a| backoff(a, &retry, 1.0).as_secs()).collect();
+        assert_eq!(seconds, [5, 10, 20, 40, 80, 3600]);
+        assert_eq!(backoff(2, &retry, 0.5).as_secs(), 5);
+        assert_eq!(backoff(30, &retry, 1.0).as_secs(), 3600);
+    }
+
+    #[test]
+    fn job_names_are_stable_dns_labels() {
+        let long = "docker.io-library-".repeat(8);
+        let name = job_name(&long, "sha256:abc");
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        assert_eq!(name, job_name(&long, "sha256:abc"));
+        assert_ne!(name, job_name(&long, "sha256:abd"));
+    }
+
+    #[test]
+    fn termination_messages_are_read() {
+        let ok = CopyResult::parse(r#"{"result":"success","digest":"sha256:1","platforms":["linux/amd64"],"bytesTotal":5}"#)
+            .expect("parses");
+        assert!(ok.succeeded());
+        let failed =
+            CopyResult::parse(r#"{"result":"failure","errorClass":"network","message":"x"}"#)
+                .expect("parses");
+        assert!(!failed.succeeded() && failed.is_transient());
+        let denied =
+            CopyResult::parse(r#"{"result":"failure","errorClass":"notFound"}"#).expect("parses");
+        assert!(!denied.is_transient());
+        assert!(CopyResult::parse("Error: OOMKilled").is_none());
+    }
+}

@@ -1,0 +1,386 @@
+//! The ImageMirror reconciler, as a pipeline: plan → resolve the source digest → is the target
+//! already there → ensure the repository → copy (a Job) → status. Each step is idempotent; the
+//! status on the object is the memory (attempts, next retry), so a restarted controller picks
+//! up where the last one stopped.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use privateer_api::{ImageMirror, Phase};
+use privateer_ecr::{ImageId, TargetProvider};
+use privateer_registry::{CopyOptions, Credentials, Endpoint, Image};
+
+use crate::job::{JobInputs, copy_job};
+use crate::plan::{CopyResult, Plan, backoff, job_name, plan};
+use crate::status::{Outcome, write_status};
+use crate::{Context, Error};
+
+pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let status = mirror.status.clone().unwrap_or_default();
+    let same_generation = status.observed_generation == mirror.metadata.generation;
+
+    let plan = match plan(&mirror, &ctx.naming, &ctx.config.copy.platforms) {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            write_status(&ctx, &mirror, Outcome::Invalid(invalid.0)).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    // Waiting out a backoff, or a permanent failure of this very spec: nothing to do yet.
+    if same_generation && let Some(wait) = remaining(status.next_retry_time.as_ref()) {
+        return Ok(Action::requeue(wait));
+    }
+    if same_generation && mirror.phase() == Phase::Failed && status.next_retry_time.is_none() {
+        return Ok(Action::await_change());
+    }
+    if same_generation && mirror.phase() == Phase::Ready {
+        let refresh = ctx.refresh_interval(&mirror);
+        let since = status
+            .last_sync_time
+            .as_ref()
+            .and_then(|t| SystemTime::now().duration_since(SystemTime::from(t.0)).ok())
+            .unwrap_or_default();
+        match refresh {
+            None => return Ok(Action::await_change()),
+            Some(every) if since < every => return Ok(Action::requeue(every - since)),
+            Some(_) => {}
+        }
+    }
+
+    let source = source_image(&ctx, &mirror, &plan).await?;
+    let digest = match privateer_registry::resolve(&source, &ctx.copy_options()).await {
+        Ok(Some(digest)) => digest,
+        Ok(None) => {
+            let outcome = Outcome::Permanent {
+                reason: "SourceNotFound".into(),
+                message: format!("{} does not exist in its registry", plan.source),
+            };
+            write_status(&ctx, &mirror, outcome).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return fail(&ctx, &mirror, e.is_transient(), "SourceUnavailable", e).await,
+    };
+
+    let repository = plan.target.path().to_owned();
+    let tag = plan.target.effective_tag().map(str::to_owned);
+    if plan.platforms.is_empty() {
+        let at = match &tag {
+            Some(tag) => ImageId::Tag(tag.clone()),
+            None => ImageId::Digest(digest.clone()),
+        };
+        // A failed lookup is not fatal: the copy finds out itself, cheaply.
+        if let Ok(Some(present)) = ctx.provider.manifest_digest(&repository, &at).await
+            && present == digest
+        {
+            let outcome = Outcome::Ready(ready(&plan, &digest, CopyResult::default_for(&digest)));
+            write_status(&ctx, &mirror, outcome).await?;
+            return Ok(requeue_for_refresh(&ctx, &mirror));
+        }
+    }
+    let ensured = match ctx.provider.ensure_repository(&repository).await {
+        Ok(ensured) => ensured,
+        Err(e) => return fail(&ctx, &mirror, e.is_transient(), "RepositoryFailed", e).await,
+    };
+    let drift: Vec<String> = ensured.drift.iter().map(ToString::to_string).collect();
+
+    match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
+        JobState::Running(job) => {
+            let outcome = Outcome::Mirroring {
+                job,
+                digest: digest.clone(),
+                drift,
+            };
+            write_status(&ctx, &mirror, outcome).await?;
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        JobState::Done(result) if result.succeeded() => {
+            let ready = ready(&plan, &digest, result);
+            write_status(&ctx, &mirror, Outcome::Ready(ready)).await?;
+            Ok(requeue_for_refresh(&ctx, &mirror))
+        }
+        JobState::Done(result) => {
+            let message = result
+                .message
+                .clone()
+                .unwrap_or_else(|| "copy failed".into());
+            let reason = format!(
+                "Copy{}",
+                capitalize(result.error_class.as_deref().unwrap_or("failed"))
+            );
+            fail(&ctx, &mirror, result.is_transient(), &reason, message).await
+        }
+    }
+}
+
+/// What a successful copy established.
+pub struct Ready {
+    pub target_image: String,
+    pub source_digest: String,
+    pub platforms: Vec<String>,
+    pub size_bytes: Option<i64>,
+}
+
+fn ready(plan: &Plan, source_digest: &str, result: CopyResult) -> Ready {
+    let written = result.digest.unwrap_or_else(|| source_digest.to_owned());
+    let name = plan.target.name();
+    Ready {
+        target_image: match plan.target.tag() {
+            Some(tag) => format!("{name}:{tag}@{written}"),
+            None => format!("{name}@{written}"),
+        },
+        source_digest: result
+            .source_digest
+            .unwrap_or_else(|| source_digest.to_owned()),
+        platforms: result.platforms,
+        size_bytes: result.bytes_total.and_then(|b| i64::try_from(b).ok()),
+    }
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// Record a failure: transient ones back off (the attempt count lives in status), permanent
+/// ones wait for a spec change.
+async fn fail(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    transient: bool,
+    reason: &str,
+    error: impl ToString,
+) -> Result<Action, Error> {
+    let message = error.to_string();
+    if !transient {
+        let outcome = Outcome::Permanent {
+            reason: reason.to_owned(),
+            message,
+        };
+        write_status(ctx, mirror, outcome).await?;
+        return Ok(Action::await_change());
+    }
+    let attempts = mirror.status.as_ref().map_or(0, |s| s.attempts) + 1;
+    let wait = backoff(attempts, &ctx.config.controller.retry, ctx.jitter());
+    let outcome = Outcome::Transient {
+        reason: reason.to_owned(),
+        message,
+        attempts,
+        retry_in: wait,
+        failed: attempts >= ctx.config.controller.retry.max_attempts,
+    };
+    write_status(ctx, mirror, outcome).await?;
+    Ok(Action::requeue(wait))
+}
+
+fn requeue_for_refresh(ctx: &Context, mirror: &ImageMirror) -> Action {
+    match ctx.refresh_interval(mirror) {
+        Some(every) => Action::requeue(every),
+        None => Action::await_change(),
+    }
+}
+
+fn remaining(
+    at: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Option<Duration> {
+    let at = SystemTime::from(at?.0);
+    at.duration_since(SystemTime::now())
+        .ok()
+        .filter(|d| !d.is_zero())
+}
+
+/// The source as the copier reaches it: endpoint override, credentials from the mirror's
+/// Secret or the configured per-registry Secret.
+async fn source_image(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Result<Image, Error> {
+    let endpoint = match ctx.config.sources.endpoints.get(plan.source.domain()) {
+        Some(o) => Some(Endpoint::parse(&o.url).map_err(Error::Config)?),
+        None => None,
+    };
+    let credentials = match source_secret(ctx, mirror, plan) {
+        Some(secret) => {
+            ctx.secret_credentials(&secret, plan.source.domain())
+                .await?
+        }
+        None => Credentials::Anonymous,
+    };
+    Ok(Image {
+        reference: plan.source.clone(),
+        endpoint,
+        credentials,
+    })
+}
+
+fn source_secret(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Option<String> {
+    mirror
+        .spec
+        .credentials_secret_ref
+        .as_ref()
+        .map(|r| r.name.clone())
+        .or_else(|| {
+            ctx.config
+                .sources
+                .credentials
+                .iter()
+                .find(|c| c.registry == plan.source.domain())
+                .map(|c| c.secret_name.clone())
+        })
+}
+
+enum JobState {
+    Running(String),
+    Done(CopyResult),
+}
+
+/// Create the copy Job for this digest if there is none; report its result once it ends. A
+/// finished failed Job is deleted after its result is read, so the next attempt can start.
+async fn run_copy_job(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    digest: &str,
+) -> Result<JobState, Error> {
+    let namespace = &ctx.config.namespace;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = job_name(&mirror.name_any(), digest);
+    let existing = jobs.get_opt(&name).await?;
+    let Some(job) = existing else {
+        let secret = source_secret(ctx, mirror, plan);
+        let inputs = JobInputs {
+            name: &name,
+            namespace,
+            image: &ctx.copy_image,
+            source_secret: secret.as_deref(),
+        };
+        let job = copy_job(mirror, plan, &ctx.config, &inputs);
+        match jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => tracing::info!(mirror = %mirror.name_any(), job = %name, "copy Job created"),
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(JobState::Running(name));
+    };
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let finished = |kind: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
+    let (complete, failed) = (finished("Complete"), finished("Failed"));
+    if !complete && !failed {
+        return Ok(JobState::Running(name));
+    }
+    let result = termination_result(ctx, namespace, &name)
+        .await?
+        .unwrap_or_else(|| CopyResult::failure_without_message(complete, &job));
+    if !result.succeeded() {
+        let delete = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let _ = jobs.delete(&name, &delete).await;
+    }
+    Ok(JobState::Done(result))
+}
+
+/// The copy result from the newest finished Pod of Job `name`.
+async fn termination_result(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<CopyResult>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+        .await?;
+    let mut messages: Vec<(Option<_>, String)> = list
+        .items
+        .iter()
+        .flat_map(|pod| {
+            pod.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+        })
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .map(|t| (t.finished_at.clone(), t.message.clone().unwrap_or_default()))
+        .collect();
+    messages.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
+    Ok(messages
+        .into_iter()
+        .rev()
+        .find_map(|(_, message)| CopyResult::parse(&message)))
+}
+
+impl CopyResult {
+    fn default_for(digest: &str) -> Self {
+        Self {
+            result: "success".into(),
+            digest: Some(digest.to_owned()),
+            source_digest: Some(digest.to_owned()),
+            platforms: Vec::new(),
+            bytes_total: None,
+            error_class: None,
+            message: None,
+        }
+    }
+
+    /// A Job that ended without a readable result (OOM-killed, deadline exceeded): transient.
+    fn failure_without_message(complete: bool, job: &Job) -> Self {
+        let reason = job
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+            .and_then(|c| c.message.clone())
+            .unwrap_or_else(|| "the copy pod left no result".into());
+        Self {
+            result: if complete { "success" } else { "failure" }.into(),
+            digest: None,
+            source_digest: None,
+            platforms: Vec::new(),
+            bytes_total: None,
+            error_class: Some(if complete { "" } else { "network" }.into()),
+            message: Some(format!("copy Job: {reason}")),
+        }
+    }
+}
+
+impl Context {
+    fn refresh_interval(&self, mirror: &ImageMirror) -> Option<Duration> {
+        let every: Duration = mirror
+            .spec
+            .refresh_interval
+            .map(Into::into)
+            .unwrap_or_else(|| self.config.controller.refresh_interval.into());
+        // A digest-pinned source never moves.
+        let pinned = mirror.spec.source.contains('@');
+        (!every.is_zero() && !pinned).then_some(every)
+    }
+
+    fn copy_options(&self) -> CopyOptions {
+        CopyOptions::default()
+    }
+
+    fn jitter(&self) -> f64 {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        0.5 + f64::from(nanos % 1000) / 2000.0
+    }
+}
+
+// The object reference events are recorded against.
+pub fn object_ref(mirror: &ImageMirror) -> k8s_openapi::api::core::v1::ObjectReference {
+    mirror.object_ref(&())
+}

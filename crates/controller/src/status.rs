@@ -1,0 +1,345 @@
+//! Status as the reconciler's one output: built whole from the outcome of a pass, written with
+//! server-side apply on the status subresource, an Event on every phase transition.
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use privateer_api::crd::short_digest;
+use privateer_api::names::{condition, reason};
+use privateer_api::{ImageMirror, ImageMirrorStatus, Phase};
+use serde_json::json;
+
+use crate::reconcile::Ready;
+use crate::{Context, Error};
+
+/// What one reconcile pass found.
+pub enum Outcome {
+    /// The spec cannot work; waits for a change.
+    Invalid(String),
+    /// Not found, denied, digest mismatch: waits for a change.
+    Permanent {
+        reason: String,
+        message: String,
+    },
+    /// Retried after `retry_in`; `failed` once attempts reached the limit (slow retries go on).
+    Transient {
+        reason: String,
+        message: String,
+        attempts: u32,
+        retry_in: Duration,
+        failed: bool,
+    },
+    /// A copy Job runs.
+    Mirroring {
+        job: String,
+        digest: String,
+        drift: Vec<String>,
+    },
+    Ready(Ready),
+}
+
+const FIELD_MANAGER: &str = "privateer-controller";
+
+pub async fn write_status(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    outcome: Outcome,
+) -> Result<(), Error> {
+    let previous = mirror.status.clone().unwrap_or_default();
+    let status = build(mirror, &previous, outcome);
+    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": "privateer.dev/v1alpha1",
+        "kind": "ImageMirror",
+        "status": status,
+    });
+    api.patch_status(
+        &mirror.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    let (before, after) = (mirror.phase(), status.phase.unwrap_or(Phase::Pending));
+    if before != after || mirror.status.is_none() {
+        let event = Event {
+            type_: if after == Phase::Failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: after.as_str().to_owned(),
+            note: status
+                .last_error
+                .clone()
+                .or_else(|| status.target_image.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx
+            .recorder
+            .publish(&event, &crate::reconcile::object_ref(mirror))
+            .await
+        {
+            tracing::debug!("event for {}: {e}", mirror.name_any());
+        }
+    }
+    Ok(())
+}
+
+/// The status after `outcome`. Pure, so every transition is testable.
+pub fn build(
+    mirror: &ImageMirror,
+    previous: &ImageMirrorStatus,
+    outcome: Outcome,
+) -> ImageMirrorStatus {
+    let generation = mirror.metadata.generation;
+    let now = Time(Timestamp::now());
+    let mut status = ImageMirrorStatus {
+        observed_generation: generation,
+        attempts: previous.attempts,
+        source_digest: previous.source_digest.clone(),
+        short_digest: previous.short_digest.clone(),
+        target_image: previous.target_image.clone(),
+        last_sync_time: previous.last_sync_time.clone(),
+        copied_platforms: previous.copied_platforms.clone(),
+        size_bytes: previous.size_bytes,
+        job_name: previous.job_name.clone(),
+        ..ImageMirrorStatus::default()
+    };
+    let mut conditions = Vec::new();
+    let failure = matches!(
+        outcome,
+        Outcome::Invalid(_) | Outcome::Permanent { .. } | Outcome::Transient { .. }
+    );
+    let (phase, ready, why, message) = match outcome {
+        Outcome::Invalid(message) => (
+            Phase::Failed,
+            false,
+            reason::INVALID_SOURCE.to_owned(),
+            message,
+        ),
+        Outcome::Permanent { reason, message } => (Phase::Failed, false, reason, message),
+        Outcome::Transient {
+            reason,
+            message,
+            attempts,
+            retry_in,
+            failed,
+        } => {
+            status.attempts = attempts;
+            let at = SystemTime::now() + retry_in;
+            status.next_retry_time = Timestamp::try_from(at).ok().map(Time);
+            let phase = if failed {
+                Phase::Failed
+            } else {
+                Phase::Mirroring
+            };
+            (phase, false, reason, message)
+        }
+        Outcome::Mirroring { job, digest, drift } => {
+            status.job_name = Some(job.clone());
+            status.source_digest = Some(digest.clone());
+            status.short_digest = Some(short_digest(&digest));
+            conditions.push(condition_of(
+                condition::REPOSITORY_READY,
+                true,
+                if drift.is_empty() {
+                    "Ensured"
+                } else {
+                    reason::SETTINGS_DRIFTED
+                },
+                &if drift.is_empty() {
+                    "the repository exists with the configured settings".to_owned()
+                } else {
+                    format!(
+                        "settings differ from the configuration: {}",
+                        drift.join("; ")
+                    )
+                },
+                generation,
+                previous,
+                &now,
+            ));
+            (
+                Phase::Mirroring,
+                false,
+                "Copying".into(),
+                format!("copy Job {job} runs"),
+            )
+        }
+        Outcome::Ready(ready) => {
+            status.attempts = 0;
+            status.short_digest = Some(short_digest(&ready.source_digest));
+            status.source_digest = Some(ready.source_digest);
+            status.target_image = Some(ready.target_image.clone());
+            status.copied_platforms = ready.platforms;
+            if ready.size_bytes.is_some() {
+                status.size_bytes = ready.size_bytes;
+            }
+            status.last_sync_time = Some(now.clone());
+            (
+                Phase::Ready,
+                true,
+                "Mirrored".into(),
+                format!("the target holds {}", ready.target_image),
+            )
+        }
+    };
+    if failure {
+        status.last_error = Some(message.clone());
+    }
+    conditions.push(condition_of(
+        condition::READY,
+        ready,
+        &why,
+        &message,
+        generation,
+        previous,
+        &now,
+    ));
+    status.phase = Some(phase);
+    status.conditions = conditions;
+    status
+}
+
+fn condition_of(
+    kind: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &ImageMirrorStatus,
+    now: &Time,
+) -> Condition {
+    let status = if value { "True" } else { "False" };
+    // The transition time moves only when the status does.
+    let since = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.chars().take(1024).collect(),
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privateer_api::ImageMirrorSpec;
+
+    fn mirror(status: Option<ImageMirrorStatus>) -> ImageMirror {
+        let mut mirror = ImageMirror::new("nginx", ImageMirrorSpec::for_source("nginx:1.27"));
+        mirror.metadata.generation = Some(3);
+        mirror.status = status;
+        mirror
+    }
+
+    fn ready_condition(status: &ImageMirrorStatus) -> &Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .expect("a Ready condition")
+    }
+
+    #[test]
+    fn a_copy_runs_then_succeeds() {
+        let m = mirror(None);
+        let running = build(
+            &m,
+            &ImageMirrorStatus::default(),
+            Outcome::Mirroring {
+                job: "copy-nginx-1".into(),
+                digest: "sha256:0123456789abcdef".into(),
+                drift: vec!["scanOnPush: false, configured true".into()],
+            },
+        );
+        assert_eq!(running.phase, Some(Phase::Mirroring));
+        assert_eq!(running.short_digest.as_deref(), Some("sha256:0123456789ab"));
+        assert!(
+            running
+                .conditions
+                .iter()
+                .any(|c| c.reason == reason::SETTINGS_DRIFTED)
+        );
+        assert_eq!(running.last_error, None);
+
+        let m = mirror(Some(running.clone()));
+        let ready = build(
+            &m,
+            &running,
+            Outcome::Ready(Ready {
+                target_image: "r/mirror/nginx:1.27@sha256:01".into(),
+                source_digest: "sha256:01".into(),
+                platforms: vec!["linux/amd64".into()],
+                size_bytes: Some(10),
+            }),
+        );
+        assert_eq!(ready.phase, Some(Phase::Ready));
+        assert_eq!(ready.attempts, 0);
+        assert_eq!(ready.job_name.as_deref(), Some("copy-nginx-1"));
+        assert!(ready.last_sync_time.is_some());
+        let condition = ready_condition(&ready);
+        assert_eq!(
+            (condition.status.as_str(), condition.observed_generation),
+            ("True", Some(3))
+        );
+    }
+
+    #[test]
+    fn transient_failures_back_off_then_fail_and_keep_transition_times() {
+        let m = mirror(None);
+        let transient = |attempts, failed| Outcome::Transient {
+            reason: "SourceUnavailable".into(),
+            message: "connection refused".into(),
+            attempts,
+            retry_in: Duration::from_secs(10),
+            failed,
+        };
+        let first = build(&m, &ImageMirrorStatus::default(), transient(1, false));
+        assert_eq!(first.phase, Some(Phase::Mirroring));
+        assert_eq!(first.attempts, 1);
+        assert!(first.next_retry_time.is_some());
+        assert_eq!(first.last_error.as_deref(), Some("connection refused"));
+        let then = build(&mirror(Some(first.clone())), &first, transient(3, true));
+        assert_eq!(then.phase, Some(Phase::Failed));
+        assert_eq!(
+            ready_condition(&then).last_transition_time,
+            ready_condition(&first).last_transition_time,
+            "Ready stayed False: its transition time stays"
+        );
+    }
+
+    #[test]
+    fn permanent_and_invalid_fail_without_retry_time() {
+        let m = mirror(None);
+        let invalid = build(
+            &m,
+            &ImageMirrorStatus::default(),
+            Outcome::Invalid("spec.source: bad".into()),
+        );
+        assert_eq!(invalid.phase, Some(Phase::Failed));
+        assert_eq!(ready_condition(&invalid).reason, reason::INVALID_SOURCE);
+        assert_eq!(invalid.next_retry_time, None);
+        let missing = build(
+            &m,
+            &ImageMirrorStatus::default(),
+            Outcome::Permanent {
+                reason: "SourceNotFound".into(),
+                message: "gone".into(),
+            },
+        );
+        assert_eq!(missing.phase, Some(Phase::Failed));
+        assert_eq!(missing.attempts, 0);
+    }
+}

@@ -1,0 +1,210 @@
+//! The controller end to end on the real control plane: `privateer controller` as a process,
+//! copy Jobs run by the real Job controller and the node agent, moto as the ECR API and an
+//! htpasswd `docker-registry` as its data plane, another `docker-registry` serving docker.io.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use privateer_api::{ImageMirror, ImageMirrorSpec, Phase};
+use privateer_e2e::TestEnv;
+use privateer_e2e::images::{Format, Index, Pusher};
+use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
+use privateer_e2e::process::Managed;
+use privateer_e2e::registry::oci_client;
+
+fn config_yaml(env: &TestEnv) -> String {
+    let source = &env.source.as_ref().unwrap().host;
+    let target = &env.target.as_ref().unwrap().host;
+    let moto = &env.moto.as_ref().unwrap().endpoint;
+    format!(
+        "namespace: privateer
+target:
+  registry: {ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com
+  ecr:
+    region: {REGION}
+    endpointUrl: {moto}
+    registryEndpoint: http://{target}
+sources:
+  endpoints:
+    docker.io: {{url: \"http://{source}\"}}
+copy:
+  job: {{image: \"privateer:test\"}}
+controller:
+  retry: {{initialBackoff: 1s, maxBackoff: 2s, maxAttempts: 3, slowRetryInterval: 30s}}
+"
+    )
+}
+
+fn start_controller(env: &TestEnv) -> Managed {
+    let config = env.dir.join("config.yaml");
+    std::fs::write(&config, config_yaml(env)).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
+    command
+        .args(["controller", "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("KUBECONFIG", env.kubeconfig.as_ref().unwrap())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info");
+    Managed::spawn("controller", command, &env.dir).unwrap()
+}
+
+fn mirror(name: &str, source: &str) -> ImageMirror {
+    ImageMirror::new(name, ImageMirrorSpec::for_source(source))
+}
+
+/// Wait until the mirror reaches `phase`; the controller's log tail on timeout.
+async fn wait_for_phase(
+    mirrors: &Api<ImageMirror>,
+    name: &str,
+    phase: Phase,
+    controller: &Managed,
+) -> ImageMirror {
+    let reached = await_condition(mirrors.clone(), name, move |m: Option<&ImageMirror>| {
+        m.is_some_and(|m| m.phase() == phase)
+    });
+    match tokio::time::timeout(Duration::from_secs(90), reached).await {
+        Ok(Ok(Some(mirror))) => mirror,
+        _ => {
+            let now = mirrors.get(name).await.ok();
+            panic!(
+                "{name} did not reach {phase:?}: {:?}\ncontroller log:\n{}",
+                now.and_then(|m| m.status),
+                controller.log_tail(40)
+            )
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
+    let Some(env) = TestEnv::full()
+        .start_or_skip("controller end to end")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let client = env.client();
+    env.install_crd().await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    // The copy pods' service account, as the chart creates it (IRSA role on EKS).
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "privateer");
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer-copy"}}))
+            .unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+
+    // docker.io/library/nginx:1.27, served by the "public" registry.
+    let source = env.source.as_ref().unwrap();
+    let index = Index::multi_platform(Format::Docker, &["linux/amd64", "linux/arm64"], 7, 4096);
+    Pusher::new(oci_client(), source.auth())
+        .push_index(&source.host, "library/nginx", "1.27", &index)
+        .await
+        .unwrap();
+
+    let controller = start_controller(&env);
+    let mirrors: Api<ImageMirror> = Api::all(client.clone());
+    let pp = PostParams::default();
+    mirrors
+        .create(&pp, &mirror("nginx", "nginx:1.27"))
+        .await
+        .unwrap();
+    mirrors
+        .create(&pp, &mirror("missing", "docker.io/library/missing:1"))
+        .await
+        .unwrap();
+    mirrors
+        .create(&pp, &mirror("invalid", "docker.io/Library/nginx:1"))
+        .await
+        .unwrap();
+
+    let ready = wait_for_phase(&mirrors, "nginx", Phase::Ready, &controller).await;
+    let status = ready.status.unwrap();
+    let target_repo = "mirror/docker.io/library/nginx";
+    assert_eq!(
+        status.target_image.as_deref(),
+        Some(
+            format!(
+                "{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{target_repo}:1.27@{}",
+                index.manifest.digest
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        status.source_digest.as_deref(),
+        Some(index.manifest.digest.as_str())
+    );
+    assert_eq!(status.copied_platforms, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(status.attempts, 0);
+    assert!(status.conditions.iter().any(|c| c.type_ == "Ready"
+        && c.status == "True"
+        && c.observed_generation == ready.metadata.generation));
+    // The target (moto's data plane) holds the index, byte for byte.
+    let target = env.target.as_ref().unwrap();
+    let (bytes, digest) = Pusher::new(oci_client(), target.auth())
+        .pull_manifest(&target.host, target_repo, "1.27")
+        .await
+        .unwrap();
+    assert_eq!(digest, index.manifest.digest);
+    assert_eq!(bytes, index.manifest.data);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "privateer");
+    let job_name = status.job_name.unwrap();
+    let job = jobs.get(&job_name).await.unwrap();
+    assert_eq!(
+        job.metadata.owner_references.unwrap()[0].name,
+        "nginx",
+        "the Job is owned by its ImageMirror"
+    );
+
+    // A source that does not exist fails once, with the reason, and no Job.
+    let missing = wait_for_phase(&mirrors, "missing", Phase::Failed, &controller).await;
+    let status = missing.status.unwrap();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("does not exist"),
+        "{status:?}"
+    );
+    assert_eq!(status.attempts, 0);
+    let invalid = wait_for_phase(&mirrors, "invalid", Phase::Failed, &controller).await;
+    let ready_condition = &invalid.status.unwrap().conditions[0];
+    assert_eq!(ready_condition.reason, "InvalidSource");
+    let all_jobs = jobs.list(&ListParams::default()).await.unwrap();
+    assert_eq!(all_jobs.items.len(), 1, "only the nginx copy ran a Job");
+
+    // Deleting the ImageMirror garbage-collects its Job (the real garbage collector).
+    mirrors
+        .delete("nginx", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deleted = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if jobs.get_opt(&job_name).await.unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(deleted.is_ok(), "the Job outlived its ImageMirror");
+}
