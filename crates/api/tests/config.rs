@@ -216,3 +216,19 @@ fn show_round_trips() {
     let yaml = serde_yaml::to_string(&config).unwrap();
     assert_eq!(Config::from_yaml(&yaml, "round-trip").unwrap(), config);
 }
+
+#[test]
+fn mirrored_registries_follow_mirror_and_ignore_patterns() {
+    let sources = privateer_api::config::SourcesConfig {
+        mirror: vec!["docker.io".into(), "*.example.com".into()],
+        ignore: vec!["private.example.com".into()],
+        ..Default::default()
+    };
+    assert!(sources.mirrors_registry("docker.io"));
+    assert!(sources.mirrors_registry("registry.example.com"));
+    assert!(!sources.mirrors_registry("example.com"));
+    assert!(!sources.mirrors_registry("evilexample.com"));
+    assert!(!sources.mirrors_registry("private.example.com"));
+    assert!(!sources.mirrors_registry("quay.io"));
+    assert!(privateer_api::config::SourcesConfig::default().mirrors_registry("quay.io"));
+}

@@ -5,15 +5,17 @@
 //! by their mirror) wake it when they finish. The reconciler (`reconcile.rs`) reads as a
 //! pipeline; decisions that need no I/O live in `plan.rs` and `status.rs`.
 
+mod gate;
 mod job;
 mod plan;
+mod pods;
 mod reconcile;
 mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -26,6 +28,7 @@ use privateer_ecr::{DockerConfig, Provider, TargetError};
 use privateer_image::TargetNaming;
 use privateer_registry::Credentials;
 
+pub use gate::{GateAction, decide as decide_gate, release_patch};
 pub use job::{BINARY, JobInputs, copy_job};
 pub use plan::{CopyResult, InvalidSpec, Plan, backoff, job_name, plan};
 pub use status::{Outcome, build as build_status};
@@ -149,17 +152,25 @@ pub async fn run(
         names::LABEL_COMPONENT,
         names::COMPONENT_VALUE
     ));
-    Controller::new(mirrors, watcher::Config::default().any_semantic())
+    let shutdown = shutdown.shared();
+    let ctx = Arc::new(ctx);
+    let mirrors_done = Controller::new(mirrors, watcher::Config::default().any_semantic())
         .owns(jobs, owned)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, error_policy, Arc::new(ctx))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(mirror = %object.name, "reconciled"),
                 Err(e) => tracing::warn!("reconcile: {e}"),
             }
-        })
-        .await;
+        });
+    let gates_done = pods::run_gate_releaser(ctx.clone(), shutdown.clone());
+    let backfill_done = async {
+        if ctx.config.controller.backfill {
+            pods::run_backfill(ctx.clone(), shutdown.clone()).await;
+        }
+    };
+    futures::join!(mirrors_done, gates_done, backfill_done);
     Ok(())
 }
 

@@ -7,15 +7,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::await_condition;
-use privateer_api::{ImageMirror, ImageMirrorSpec, Phase};
+use privateer_api::{ImageMirror, ImageMirrorSpec, Phase, names};
 use privateer_e2e::TestEnv;
 use privateer_e2e::images::{Format, Index, Pusher};
 use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
 use privateer_e2e::process::Managed;
 use privateer_e2e::registry::oci_client;
+use privateer_image::{Reference, object_name};
 
 fn config_yaml(env: &TestEnv) -> String {
     let source = &env.source.as_ref().unwrap().host;
@@ -36,6 +38,8 @@ copy:
   job: {{image: \"privateer:test\"}}
 controller:
   retry: {{initialBackoff: 1s, maxBackoff: 2s, maxAttempts: 3, slowRetryInterval: 30s}}
+webhook:
+  gateTimeout: 8s
 "
     )
 }
@@ -122,8 +126,10 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
     let controller = start_controller(&env);
     let mirrors: Api<ImageMirror> = Api::all(client.clone());
     let pp = PostParams::default();
+    // Named as the webhook names it, so gated Pods find it.
+    let nginx = object_name(&Reference::parse("nginx:1.27").unwrap());
     mirrors
-        .create(&pp, &mirror("nginx", "nginx:1.27"))
+        .create(&pp, &mirror(&nginx, "nginx:1.27"))
         .await
         .unwrap();
     mirrors
@@ -135,7 +141,7 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         .await
         .unwrap();
 
-    let ready = wait_for_phase(&mirrors, "nginx", Phase::Ready, &controller).await;
+    let ready = wait_for_phase(&mirrors, &nginx, Phase::Ready, &controller).await;
     let status = ready.status.unwrap();
     let target_repo = "mirror/docker.io/library/nginx";
     assert_eq!(
@@ -170,7 +176,7 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
     let job = jobs.get(&job_name).await.unwrap();
     assert_eq!(
         job.metadata.owner_references.unwrap()[0].name,
-        "nginx",
+        nginx,
         "the Job is owned by its ImageMirror"
     );
 
@@ -192,9 +198,11 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
     let all_jobs = jobs.list(&ListParams::default()).await.unwrap();
     assert_eq!(all_jobs.items.len(), 1, "only the nginx copy ran a Job");
 
+    gated_pods_are_released_or_restored(&env, &controller).await;
+
     // Deleting the ImageMirror garbage-collects its Job (the real garbage collector).
     mirrors
-        .delete("nginx", &DeleteParams::default())
+        .delete(&nginx, &DeleteParams::default())
         .await
         .unwrap();
     let deleted = tokio::time::timeout(Duration::from_secs(60), async {
@@ -207,4 +215,119 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
     })
     .await;
     assert!(deleted.is_ok(), "the Job outlived its ImageMirror");
+}
+
+/// A Pod as the webhook leaves it under rewritePolicy Gate.
+fn gated_pod(name: &str, original: &str, rewritten: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "apps",
+            "labels": {names::LABEL_GATED: "true"},
+            "annotations": {names::ANNOTATION_ORIGINAL_IMAGES: serde_json::json!({"app": original}).to_string()}},
+        "spec": {"schedulingGates": [{"name": names::SCHEDULING_GATE}],
+            "containers": [{"name": "app", "image": rewritten}]}
+    }))
+    .unwrap()
+}
+
+async fn wait_for_pod(pods: &Api<Pod>, name: &str, what: &str, done: impl Fn(&Pod) -> bool) -> Pod {
+    for _ in 0..200 {
+        let pod = pods.get(name).await.unwrap();
+        if done(&pod) {
+            return pod;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("pod {name}: {what} did not happen in 40 s")
+}
+
+fn ungated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_none_or(Vec::is_empty)
+}
+
+fn image(pod: &Pod) -> String {
+    pod.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+async fn gated_pods_are_released_or_restored(env: &TestEnv, controller: &Managed) {
+    let client = env.client();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let apps: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "apps"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &apps)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    let ecr = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mirror/docker.io/library");
+    let pp = PostParams::default();
+
+    // nginx:1.27 is mirrored: the gate goes, the image stays the mirror.
+    let rewritten = format!("{ecr}/nginx:1.27");
+    pods.create(&pp, &gated_pod("ready", "nginx:1.27", &rewritten))
+        .await
+        .unwrap();
+    let pod = wait_for_pod(&pods, "ready", "release", ungated).await;
+    assert_eq!(image(&pod), rewritten);
+    assert!(!pod.labels().contains_key(names::LABEL_GATED));
+
+    // A mirror that failed: the original image comes back, with an Event saying why.
+    let failed_source = "docker.io/library/gone:3";
+    let failed_name = object_name(&Reference::parse(failed_source).unwrap());
+    let mirrors: Api<ImageMirror> = Api::all(client.clone());
+    mirrors
+        .create(&pp, &mirror(&failed_name, failed_source))
+        .await
+        .unwrap();
+    wait_for_phase(&mirrors, &failed_name, Phase::Failed, controller).await;
+    pods.create(
+        &pp,
+        &gated_pod("failed", "gone:3", &format!("{ecr}/gone:3")),
+    )
+    .await
+    .unwrap();
+    let pod = wait_for_pod(&pods, "failed", "restore", ungated).await;
+    assert_eq!(image(&pod), "gone:3");
+
+    // No mirror at all and gateTimeout (8 s) passes: restored too.
+    pods.create(
+        &pp,
+        &gated_pod("late", "never:1", &format!("{ecr}/never:1")),
+    )
+    .await
+    .unwrap();
+    let pod = wait_for_pod(&pods, "late", "restore after gateTimeout", ungated).await;
+    assert_eq!(image(&pod), "never:1");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "apps");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "ImagesRestored"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Released"), "{reasons:?}");
+
+    // Backfill: a Pod admitted without the webhook still gets its ImageMirror.
+    let plain: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "plain", "namespace": "apps"},
+        "spec": {"containers": [{"name": "app", "image": "quay.io/org/tool:2.1"}]}
+    }))
+    .unwrap();
+    pods.create(&pp, &plain).await.unwrap();
+    let backfilled = object_name(&Reference::parse("quay.io/org/tool:2.1").unwrap());
+    for _ in 0..100 {
+        if mirrors.get_opt(&backfilled).await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("backfill did not create {backfilled}");
 }

@@ -158,6 +158,22 @@ pub struct SourcesConfig {
     pub endpoints: BTreeMap<String, EndpointOverride>,
 }
 
+impl SourcesConfig {
+    /// Is `host` a registry privateer mirrors? `ignore` wins over `mirror`.
+    pub fn mirrors_registry(&self, host: &str) -> bool {
+        let matches = |pattern: &String| match pattern.as_str() {
+            "*" => true,
+            p => match p.strip_prefix("*.") {
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .is_some_and(|rest| rest.ends_with('.')),
+                None => p.eq_ignore_ascii_case(host),
+            },
+        };
+        self.mirror.iter().any(matches) && !self.ignore.iter().any(matches)
+    }
+}
+
 impl Default for SourcesConfig {
     fn default() -> Self {
         Self {

@@ -1,0 +1,285 @@
+//! The gate releaser's decision: a Pod held by the scheduling gate `privateer.dev/mirror` is
+//! released once every ImageMirror it needs is Ready, and restored to its original images when
+//! one fails or the Pod has waited longer than `gateTimeout`. No Pod stays gated forever
+//! because of privateer.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use privateer_api::{ImageMirror, Phase, names};
+use privateer_image::{Reference, object_name};
+use serde_json::json;
+
+/// What to do with a gated Pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateAction {
+    /// Look again after this long (mirrors still copying).
+    Wait(Duration),
+    /// Remove the gate, first setting these containers' images (container → image).
+    Release(BTreeMap<String, String>),
+    /// Put the original images back (container → image), remove the gate, say why.
+    Restore {
+        images: BTreeMap<String, String>,
+        reason: String,
+    },
+}
+
+/// Container → original image, from the `privateer.dev/original-images` annotation.
+pub fn original_images(pod: &Pod) -> Result<BTreeMap<String, String>, String> {
+    let Some(text) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::ANNOTATION_ORIGINAL_IMAGES))
+    else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_str(text)
+        .map_err(|e| format!("annotation {}: {e}", names::ANNOTATION_ORIGINAL_IMAGES))
+}
+
+/// The ImageMirror names a gated Pod waits for.
+pub fn needed_mirrors(originals: &BTreeMap<String, String>) -> Vec<String> {
+    let mut names: Vec<String> = originals
+        .values()
+        .filter_map(|image| Reference::parse(image).ok())
+        .map(|r| object_name(&r))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Decide for `pod` gated since its creation, given the mirrors it needs (`None`: missing).
+pub fn decide(
+    pod: &Pod,
+    mirrors: &BTreeMap<String, Option<ImageMirror>>,
+    now: Timestamp,
+    gate_timeout: Duration,
+) -> GateAction {
+    let originals = match original_images(pod) {
+        Ok(originals) => originals,
+        // Nothing to restore to: releasing is the only way the Pod can run.
+        Err(problem) => {
+            return GateAction::Restore {
+                images: BTreeMap::new(),
+                reason: problem,
+            };
+        }
+    };
+    let waited: Duration = pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| now.duration_since(t.0).try_into().ok())
+        .unwrap_or_default();
+    let restore = |reason: String| GateAction::Restore {
+        images: originals.clone(),
+        reason,
+    };
+    let mut release = BTreeMap::new();
+    let mut pending = false;
+    for (container, original) in &originals {
+        let Ok(reference) = Reference::parse(original) else {
+            continue;
+        };
+        let name = object_name(&reference);
+        match mirrors.get(&name).and_then(Option::as_ref) {
+            Some(mirror) if mirror.phase() == Phase::Failed => {
+                let why = mirror
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_error.clone())
+                    .unwrap_or_else(|| "the copy failed".into());
+                return restore(format!("ImageMirror {name} failed: {why}"));
+            }
+            Some(mirror) if mirror.phase() == Phase::Ready => {
+                if let Some(target) = mirror.status.as_ref().and_then(|s| s.target_image.clone())
+                    && image_of(pod, container)
+                        .is_some_and(|current| !same_repository(current, &target))
+                {
+                    release.insert(container.clone(), target);
+                }
+            }
+            _ => pending = true,
+        }
+    }
+    if !pending {
+        return GateAction::Release(release);
+    }
+    if waited >= gate_timeout {
+        return restore(format!(
+            "the images were not mirrored within gateTimeout ({}s)",
+            gate_timeout.as_secs()
+        ));
+    }
+    GateAction::Wait((gate_timeout - waited).min(Duration::from_secs(30)))
+}
+
+fn image_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a str> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == container)
+        .and_then(|c| c.image.as_deref())
+}
+
+/// Same repository, whatever the tag or digest: the Pod already points at the mirror.
+fn same_repository(a: &str, b: &str) -> bool {
+    match (Reference::parse(a), Reference::parse(b)) {
+        (Ok(a), Ok(b)) => a.name() == b.name(),
+        _ => a == b,
+    }
+}
+
+/// The strategic merge patch carrying out `images` and removing privateer's gate and label.
+pub fn release_patch(pod: &Pod, images: &BTreeMap<String, String>) -> serde_json::Value {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let list = |containers: &[k8s_openapi::api::core::v1::Container]| {
+        containers
+            .iter()
+            .filter_map(|c| {
+                images
+                    .get(&c.name)
+                    .map(|image| json!({"name": c.name, "image": image}))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut patch = json!({
+        "metadata": {"labels": {names::LABEL_GATED: null}},
+        "spec": {"schedulingGates": [{"name": names::SCHEDULING_GATE, "$patch": "delete"}]},
+    });
+    let containers = list(&spec.containers);
+    if !containers.is_empty() {
+        patch["spec"]["containers"] = json!(containers);
+    }
+    let init = list(spec.init_containers.as_deref().unwrap_or_default());
+    if !init.is_empty() {
+        patch["spec"]["initContainers"] = json!(init);
+    }
+    patch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privateer_api::{ImageMirrorSpec, ImageMirrorStatus};
+
+    fn pod(age_secs: i64) -> Pod {
+        let created = Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(age_secs);
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "apps", "creationTimestamp": created.to_string(),
+                "labels": {names::LABEL_GATED: "true"},
+                "annotations": {names::ANNOTATION_ORIGINAL_IMAGES: r#"{"app":"nginx:1.27","init":"busybox:1.36"}"#}},
+            "spec": {"schedulingGates": [{"name": names::SCHEDULING_GATE}],
+                "initContainers": [{"name": "init", "image": "r.example/mirror/docker.io/library/busybox:1.36"}],
+                "containers": [{"name": "app", "image": "r.example/mirror/docker.io/library/nginx:1.27"}]}
+        }))
+        .expect("pod fixture")
+    }
+
+    fn mirror(source: &str, phase: Phase, target: &str) -> Option<ImageMirror> {
+        let mut m = ImageMirror::new("x", ImageMirrorSpec::for_source(source));
+        m.status = Some(ImageMirrorStatus {
+            phase: Some(phase),
+            target_image: Some(target.into()),
+            last_error: Some("not found".into()),
+            ..Default::default()
+        });
+        Some(m)
+    }
+
+    fn mirrors(
+        nginx: Option<ImageMirror>,
+        busybox: Option<ImageMirror>,
+    ) -> BTreeMap<String, Option<ImageMirror>> {
+        let name = |s: &str| object_name(&Reference::parse(s).expect("reference"));
+        BTreeMap::from([(name("nginx:1.27"), nginx), (name("busybox:1.36"), busybox)])
+    }
+
+    const NGINX: &str = "r.example/mirror/docker.io/library/nginx:1.27@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    const BUSYBOX: &str = "r.example/mirror/docker.io/library/busybox:1.36@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    #[test]
+    fn waits_while_copying_and_releases_when_all_are_ready() {
+        let pod = pod(10);
+        let timeout = Duration::from_secs(600);
+        let copying = mirrors(
+            mirror("nginx:1.27", Phase::Ready, NGINX),
+            mirror("busybox:1.36", Phase::Mirroring, ""),
+        );
+        assert!(matches!(
+            decide(&pod, &copying, Timestamp::now(), timeout),
+            GateAction::Wait(_)
+        ));
+        let ready = mirrors(
+            mirror("nginx:1.27", Phase::Ready, NGINX),
+            mirror("busybox:1.36", Phase::Ready, BUSYBOX),
+        );
+        // The Pod already names the mirrors' repositories: nothing to change but the gate.
+        assert_eq!(
+            decide(&pod, &ready, Timestamp::now(), timeout),
+            GateAction::Release(BTreeMap::new())
+        );
+        // A mirror with a spec.target override elsewhere: the Pod is pointed there first.
+        let moved = mirrors(
+            mirror(
+                "nginx:1.27",
+                Phase::Ready,
+                "r.example/custom/nginx:1.27@sha256:0",
+            ),
+            mirror("busybox:1.36", Phase::Ready, BUSYBOX),
+        );
+        let GateAction::Release(images) = decide(&pod, &moved, Timestamp::now(), timeout) else {
+            panic!("release")
+        };
+        assert_eq!(
+            images.get("app").map(String::as_str),
+            Some("r.example/custom/nginx:1.27@sha256:0")
+        );
+        let patch = release_patch(&pod, &images);
+        assert_eq!(
+            patch["spec"]["containers"][0]["image"],
+            "r.example/custom/nginx:1.27@sha256:0"
+        );
+        assert_eq!(patch["spec"]["schedulingGates"][0]["$patch"], "delete");
+        assert!(patch["metadata"]["labels"][names::LABEL_GATED].is_null());
+    }
+
+    #[test]
+    fn restores_originals_on_failure_or_timeout() {
+        let failed = mirrors(
+            mirror("nginx:1.27", Phase::Failed, ""),
+            mirror("busybox:1.36", Phase::Ready, BUSYBOX),
+        );
+        let GateAction::Restore { images, reason } =
+            decide(&pod(5), &failed, Timestamp::now(), Duration::from_secs(600))
+        else {
+            panic!("restore")
+        };
+        assert_eq!(images.get("app").map(String::as_str), Some("nginx:1.27"));
+        assert_eq!(images.get("init").map(String::as_str), Some("busybox:1.36"));
+        assert!(reason.contains("not found"), "{reason}");
+
+        let missing = mirrors(None, mirror("busybox:1.36", Phase::Ready, BUSYBOX));
+        let late = decide(
+            &pod(700),
+            &missing,
+            Timestamp::now(),
+            Duration::from_secs(600),
+        );
+        assert!(
+            matches!(late, GateAction::Restore { ref reason, .. } if reason.contains("gateTimeout"))
+        );
+        let early = decide(
+            &pod(10),
+            &missing,
+            Timestamp::now(),
+            Duration::from_secs(600),
+        );
+        assert_eq!(early, GateAction::Wait(Duration::from_secs(30)));
+    }
+}

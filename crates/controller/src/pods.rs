@@ -1,0 +1,202 @@
+//! The Pod side of the controller: the gate releaser (gated Pods, woken by their mirrors) and
+//! backfill (ImageMirrors for Pods admitted while the webhook was down).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use privateer_api::{ImageMirror, ImageMirrorSpec, names};
+use privateer_image::{Reference, object_name};
+
+use crate::gate::{GateAction, decide, needed_mirrors, original_images, release_patch};
+use crate::{Context, Error};
+
+/// Watch gated Pods (by label) and the ImageMirrors they wait for.
+pub async fn run_gate_releaser(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let controller = Controller::new(pods, watcher::Config::default().labels(names::LABEL_GATED));
+    let store = controller.store();
+    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
+    controller
+        .watches(mirrors, watcher::Config::default(), move |mirror| {
+            let name = mirror.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|pod| {
+                    needed_mirrors(&original_images(pod).unwrap_or_default()).contains(&name)
+                })
+                .map(|pod| ObjectRef::from_obj(&*pod))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_gated_pod, retry_soon, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::warn!("gate releaser: {e}");
+            }
+        })
+        .await;
+}
+
+fn retry_soon(pod: Arc<Pod>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(pod = %pod.name_any(), "gate releaser: {error}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let gated = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|gates| gates.iter().any(|g| g.name == names::SCHEDULING_GATE));
+    if !gated {
+        return Ok(Action::await_change());
+    }
+    let mirrors_api: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let mut mirrors = BTreeMap::new();
+    for name in needed_mirrors(&original_images(&pod).unwrap_or_default()) {
+        let mirror = mirrors_api.get_opt(&name).await?;
+        mirrors.insert(name, mirror);
+    }
+    let timeout: Duration = ctx.config.webhook.gate_timeout.into();
+    let (images, event) = match decide(&pod, &mirrors, Timestamp::now(), timeout) {
+        GateAction::Wait(wait) => return Ok(Action::requeue(wait)),
+        GateAction::Release(images) => (
+            images,
+            Event {
+                type_: EventType::Normal,
+                reason: "Released".into(),
+                note: Some("every image is mirrored; privateer removed its scheduling gate".into()),
+                action: "ReleaseGate".into(),
+                secondary: None,
+            },
+        ),
+        GateAction::Restore { images, reason } => (
+            images,
+            Event {
+                type_: EventType::Warning,
+                reason: "ImagesRestored".into(),
+                note: Some(format!(
+                    "privateer put the original images back and removed its gate: {reason}"
+                )),
+                action: "RestoreImages".into(),
+                secondary: None,
+            },
+        ),
+    };
+    let namespace = pod.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    pods.patch(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(release_patch(&pod, &images)),
+    )
+    .await?;
+    tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), reason = %event.reason, "gate removed");
+    if let Err(e) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
+        tracing::debug!("event: {e}");
+    }
+    Ok(Action::await_change())
+}
+
+/// Create the ImageMirrors of every Pod's public images that have none, so the next Pod uses
+/// the mirror. Each image is asked about once per controller lifetime.
+pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let mut known = HashSet::new();
+    let mut events = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let work = async {
+        while let Some(event) = events.next().await {
+            let pod = match event {
+                Ok(pod) => pod,
+                Err(e) => {
+                    tracing::debug!("backfill watch: {e}");
+                    continue;
+                }
+            };
+            for source in backfill_images(&ctx, &pod) {
+                let name = object_name(&source);
+                if known.contains(&name) {
+                    continue;
+                }
+                let mirror = ImageMirror {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        annotations: Some(BTreeMap::from([(
+                            names::ANNOTATION_CREATED_BY.to_owned(),
+                            "backfill".to_owned(),
+                        )])),
+                        ..ObjectMeta::default()
+                    },
+                    spec: ImageMirrorSpec::for_source(&source.to_string()),
+                    status: None,
+                };
+                match mirrors.create(&PostParams::default(), &mirror).await {
+                    Ok(_) => {
+                        tracing::info!(mirror = %name, "backfill: created for a pod admitted without it");
+                        known.insert(name);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        known.insert(name);
+                    }
+                    Err(e) => tracing::warn!(mirror = %name, "backfill: {e}"),
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = work => {}
+        () = shutdown => {}
+    }
+}
+
+/// The public images of `pod` privateer would have mirrored at admission.
+fn backfill_images(ctx: &Context, pod: &Pod) -> Vec<Reference> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let skipped = pod
+        .annotations()
+        .get(names::SKIP)
+        .is_some_and(|v| v == "true");
+    if skipped
+        || namespace == ctx.config.namespace
+        || ctx.config.webhook.exclude_namespaces.contains(&namespace)
+    {
+        return Vec::new();
+    }
+    let Some(spec) = &pod.spec else {
+        return Vec::new();
+    };
+    let images = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .filter_map(|c| c.image.as_deref())
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .filter_map(|c| c.image.as_deref()),
+        );
+    images
+        .filter_map(|image| Reference::parse(image).ok())
+        .filter(|r| !ctx.naming.is_in_target(r) && ctx.config.sources.mirrors_registry(r.domain()))
+        .collect()
+}
