@@ -15,18 +15,20 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
+use kube_lease_manager::LeaseManagerBuilder;
 use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
 use privateer_image::TargetNaming;
 use privateer_registry::Credentials;
+use tokio_util::sync::CancellationToken;
 
 pub use gate::{GateAction, decide as decide_gate, release_patch};
 pub use job::{BINARY, JobInputs, copy_job};
@@ -45,6 +47,8 @@ pub enum Error {
         "the ImageMirror CRD is not installed: run `privateer crd | kubectl apply -f -` (or install the Helm chart) first"
     )]
     CrdMissing,
+    #[error("leader election: {0}")]
+    Lease(String),
     #[error("Secret {namespace}/{name}: {problem}")]
     Secret {
         namespace: String,
@@ -135,10 +139,11 @@ async fn read_docker_config(
     DockerConfig::parse(&bytes.0).map_err(|e| problem(e.to_string()))
 }
 
-/// Reconcile until `shutdown` resolves.
+/// Reconcile until `shutdown` resolves; with leader election on, only while holding the Lease
+/// (a standby takes over within the lease duration when the leader goes away).
 pub async fn run(
     ctx: Context,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
     if let Err(kube::Error::Api(e)) = mirrors.list(&Default::default()).await
@@ -146,17 +151,78 @@ pub async fn run(
     {
         return Err(Error::CrdMissing);
     }
+    let ctx = Arc::new(ctx);
+    let stopping = CancellationToken::new();
+    tokio::spawn({
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    });
+    let election = &ctx.config.controller.leader_election;
+    if !election.enabled {
+        run_controllers(ctx.clone(), stopping).await;
+        return Ok(());
+    }
+    let duration = Duration::from(election.lease_duration).as_secs().max(3);
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("privateer-{}-{}", hostname(), std::process::id()));
+    let manager = LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
+        .with_namespace(&ctx.config.namespace)
+        .with_identity(&identity)
+        .with_duration(duration)
+        .with_grace((duration / 3).max(1))
+        .build()
+        .await
+        .map_err(|e| Error::Lease(e.to_string()))?;
+    let (mut leader, lease_task) = manager.watch().await;
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => break,
+            changed = leader.wait_for(|is_leader| *is_leader) => if changed.is_err() { break },
+        }
+        tracing::info!(%identity, "holding the lease: reconciling");
+        let term = stopping.child_token();
+        let mut watch = leader.clone();
+        let lost = {
+            let term = term.clone();
+            tokio::spawn(async move {
+                let _ = watch.wait_for(|is_leader| !*is_leader).await;
+                term.cancel();
+            })
+        };
+        run_controllers(ctx.clone(), term).await;
+        lost.abort();
+        if stopping.is_cancelled() {
+            break;
+        }
+        tracing::warn!(%identity, "lost the lease: standing by");
+    }
+    // Closing the channel ends the lease task, which releases the lease for a standby.
+    drop(leader);
+    let _ = lease_task.await;
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The three loops, until `stop` is cancelled.
+async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
+    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         names::LABEL_COMPONENT,
         names::COMPONENT_VALUE
     ));
-    let shutdown = shutdown.shared();
-    let ctx = Arc::new(ctx);
     let mirrors_done = Controller::new(mirrors, watcher::Config::default().any_semantic())
         .owns(jobs, owned)
-        .graceful_shutdown_on(shutdown.clone())
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             match result {
@@ -164,14 +230,13 @@ pub async fn run(
                 Err(e) => tracing::warn!("reconcile: {e}"),
             }
         });
-    let gates_done = pods::run_gate_releaser(ctx.clone(), shutdown.clone());
+    let gates_done = pods::run_gate_releaser(ctx.clone(), stop.clone().cancelled_owned());
     let backfill_done = async {
         if ctx.config.controller.backfill {
-            pods::run_backfill(ctx.clone(), shutdown.clone()).await;
+            pods::run_backfill(ctx.clone(), stop.clone().cancelled_owned()).await;
         }
     };
     futures::join!(mirrors_done, gates_done, backfill_done);
-    Ok(())
 }
 
 /// Errors that escaped the pipeline (the API server, a Secret): try again soon. Failures of

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -38,6 +39,7 @@ copy:
   job: {{image: \"privateer:test\"}}
 controller:
   retry: {{initialBackoff: 1s, maxBackoff: 2s, maxAttempts: 3, slowRetryInterval: 30s}}
+  leaderElection: {{leaseDuration: 4s}}
 webhook:
   gateTimeout: 8s
 "
@@ -45,7 +47,11 @@ webhook:
 }
 
 fn start_controller(env: &TestEnv) -> Managed {
-    let config = env.dir.join("config.yaml");
+    start_controller_named(env, "controller")
+}
+
+fn start_controller_named(env: &TestEnv, name: &str) -> Managed {
+    let config = env.dir.join(format!("{name}.yaml"));
     std::fs::write(&config, config_yaml(env)).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
     command
@@ -57,11 +63,32 @@ fn start_controller(env: &TestEnv) -> Managed {
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info");
-    Managed::spawn("controller", command, &env.dir).unwrap()
+    Managed::spawn(name, command, &env.dir).unwrap()
 }
 
 fn mirror(name: &str, source: &str) -> ImageMirror {
     ImageMirror::new(name, ImageMirrorSpec::for_source(source))
+}
+
+/// The CRD, the operator namespace and the copy pods' service account (as the chart makes them).
+async fn prepare_cluster(env: &TestEnv) {
+    let client = env.client();
+    env.install_crd().await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "privateer");
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer-copy"}}))
+            .unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
 }
 
 /// Wait until the mirror reaches `phase`; the controller's log tail on timeout.
@@ -97,23 +124,7 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         return;
     };
     let client = env.client();
-    env.install_crd().await.unwrap();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer"}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    // The copy pods' service account, as the chart creates it (IRSA role on EKS).
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "privateer");
-    let account: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer-copy"}}))
-            .unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .unwrap();
+    prepare_cluster(&env).await;
 
     // docker.io/library/nginx:1.27, served by the "public" registry.
     let source = env.source.as_ref().unwrap();
@@ -122,10 +133,10 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         .push_index(&source.host, "library/nginx", "1.27", &index)
         .await
         .unwrap();
-
     let controller = start_controller(&env);
     let mirrors: Api<ImageMirror> = Api::all(client.clone());
     let pp = PostParams::default();
+
     // Named as the webhook names it, so gated Pods find it.
     let nginx = object_name(&Reference::parse("nginx:1.27").unwrap());
     mirrors
@@ -330,4 +341,67 @@ async fn gated_pods_are_released_or_restored(env: &TestEnv, controller: &Managed
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("backfill did not create {backfilled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_controller_takes_over_when_the_leader_dies() {
+    let Some(env) = TestEnv::full()
+        .start_or_skip("controller leader election")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    prepare_cluster(&env).await;
+    let source = env.source.as_ref().unwrap();
+    let image = privateer_e2e::images::Image::new(
+        Format::Oci,
+        "linux/amd64",
+        vec![privateer_e2e::images::layer(9, 2048)],
+    );
+    Pusher::new(oci_client(), source.auth())
+        .push_image(&source.host, "library/redis", "7", &image)
+        .await
+        .unwrap();
+    let mut first = start_controller_named(&env, "first");
+    let second = start_controller_named(&env, "second");
+    let leases: Api<Lease> = Api::namespaced(env.client(), "privateer");
+    let holder = |lease: Option<Lease>| {
+        lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let mut leader = String::new();
+    for _ in 0..100 {
+        leader = holder(leases.get_opt("privateer-controller").await.unwrap());
+        if !leader.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut dead, alive) = if leader.ends_with(&format!("-{}", first.pid())) {
+        (first, second)
+    } else {
+        assert!(
+            leader.ends_with(&format!("-{}", second.pid())),
+            "holder {leader:?}"
+        );
+        first.check_alive().unwrap();
+        (second, first)
+    };
+    dead.stop();
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    let name = object_name(&Reference::parse("redis:7").unwrap());
+    mirrors
+        .create(&PostParams::default(), &mirror(&name, "redis:7"))
+        .await
+        .unwrap();
+    let ready = wait_for_phase(&mirrors, &name, Phase::Ready, &alive).await;
+    assert!(ready.status.unwrap().target_image.is_some());
+    let now = holder(leases.get_opt("privateer-controller").await.unwrap());
+    assert!(
+        now.ends_with(&format!("-{}", alive.pid())),
+        "the standby holds the lease: {now:?}"
+    );
 }
