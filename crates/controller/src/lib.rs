@@ -7,6 +7,7 @@
 
 mod gate;
 mod job;
+mod metrics;
 mod plan;
 mod pods;
 mod reconcile;
@@ -66,6 +67,7 @@ pub struct Context {
     /// The image copy Jobs run.
     pub copy_image: String,
     pub recorder: Recorder,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Context {
@@ -100,6 +102,7 @@ impl Context {
             provider,
             copy_image,
             recorder,
+            metrics: Arc::default(),
         })
     }
 
@@ -153,6 +156,17 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let stopping = CancellationToken::new();
+    let address = metrics::serve(
+        &ctx.config.metrics.listen,
+        ctx.metrics.clone(),
+        stopping.clone(),
+    )
+    .await
+    .map_err(|e| Error::Config(format!("metrics.listen {}: {e}", ctx.config.metrics.listen)))?;
+    tracing::info!(%address, "serving /metrics, /healthz, /readyz");
+    ctx.metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::spawn({
         let stopping = stopping.clone();
         async move {
@@ -220,14 +234,29 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         names::LABEL_COMPONENT,
         names::COMPONENT_VALUE
     ));
-    let mirrors_done = Controller::new(mirrors, watcher::Config::default().any_semantic())
+    let controller = Controller::new(mirrors, watcher::Config::default().any_semantic());
+    *ctx.metrics
+        .mirror_store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(controller.store());
+    let metrics = ctx.metrics.clone();
+    let mirrors_done = controller
         .owns(jobs, owned)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(mirror = %object.name, "reconciled"),
-                Err(e) => tracing::warn!("reconcile: {e}"),
+        .for_each(move |result| {
+            let metrics = metrics.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => {
+                        metrics::Metrics::count(&metrics.reconciles, "ok");
+                        tracing::debug!(mirror = %object.name, "reconciled");
+                    }
+                    Err(e) => {
+                        metrics::Metrics::count(&metrics.reconciles, "error");
+                        tracing::warn!("reconcile: {e}");
+                    }
+                }
             }
         });
     let gates_done = pods::run_gate_releaser(ctx.clone(), stop.clone().cancelled_owned());

@@ -104,6 +104,8 @@ pub struct CopyResult {
     #[serde(default)]
     pub bytes_total: Option<u64>,
     #[serde(default)]
+    pub seconds: Option<f64>,
+    #[serde(default)]
     pub error_class: Option<String>,
     #[serde(default)]
     pub message: Option<String>,

@@ -16,6 +16,7 @@ use privateer_ecr::{ImageId, TargetProvider};
 use privateer_registry::{CopyOptions, Credentials, Endpoint, Image};
 
 use crate::job::{JobInputs, copy_job};
+use crate::metrics::Metrics;
 use crate::plan::{CopyResult, Plan, backoff, job_name, plan};
 use crate::status::{Outcome, write_status};
 use crate::{Context, Error};
@@ -283,7 +284,20 @@ async fn run_copy_job(
     let result = termination_result(ctx, namespace, &name)
         .await?
         .unwrap_or_else(|| CopyResult::failure_without_message(complete, &job));
-    if !result.succeeded() {
+    let metrics = &ctx.metrics;
+    if result.succeeded() {
+        Metrics::count(&metrics.copies, "success");
+        if let Some(bytes) = result.bytes_total {
+            metrics.copy_bytes.observe(bytes as f64);
+        }
+        if let Some(seconds) = result.seconds {
+            metrics.copy_seconds.observe(seconds);
+        }
+    } else {
+        Metrics::count(
+            &metrics.copies,
+            result.error_class.as_deref().unwrap_or("failure"),
+        );
         let delete = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
@@ -329,6 +343,7 @@ impl CopyResult {
             source_digest: Some(digest.to_owned()),
             platforms: Vec::new(),
             bytes_total: None,
+            seconds: None,
             error_class: None,
             message: None,
         }
@@ -349,6 +364,7 @@ impl CopyResult {
             source_digest: None,
             platforms: Vec::new(),
             bytes_total: None,
+            seconds: None,
             error_class: Some(if complete { "" } else { "network" }.into()),
             message: Some(format!("copy Job: {reason}")),
         }

@@ -16,7 +16,7 @@ use privateer_api::{ImageMirror, ImageMirrorSpec, Phase, names};
 use privateer_e2e::TestEnv;
 use privateer_e2e::images::{Format, Index, Pusher};
 use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
-use privateer_e2e::process::Managed;
+use privateer_e2e::process::{Managed, free_port};
 use privateer_e2e::registry::oci_client;
 use privateer_image::{Reference, object_name};
 
@@ -46,13 +46,19 @@ webhook:
     )
 }
 
-fn start_controller(env: &TestEnv) -> Managed {
+fn start_controller(env: &TestEnv) -> (Managed, String) {
     start_controller_named(env, "controller")
 }
 
-fn start_controller_named(env: &TestEnv, name: &str) -> Managed {
+/// The controller process and its metrics address.
+fn start_controller_named(env: &TestEnv, name: &str) -> (Managed, String) {
     let config = env.dir.join(format!("{name}.yaml"));
-    std::fs::write(&config, config_yaml(env)).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port().unwrap());
+    std::fs::write(
+        &config,
+        config_yaml(env) + &format!("metrics: {{listen: \"{metrics}\"}}\n"),
+    )
+    .unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
     command
         .args(["controller", "--config"])
@@ -63,7 +69,22 @@ fn start_controller_named(env: &TestEnv, name: &str) -> Managed {
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info");
-    Managed::spawn(name, command, &env.dir).unwrap()
+    (Managed::spawn(name, command, &env.dir).unwrap(), metrics)
+}
+
+fn http_get(address: &str, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{address}{path}"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (code.to_owned(), body.to_owned())
 }
 
 fn mirror(name: &str, source: &str) -> ImageMirror {
@@ -133,7 +154,7 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         .push_index(&source.host, "library/nginx", "1.27", &index)
         .await
         .unwrap();
-    let controller = start_controller(&env);
+    let (controller, metrics) = start_controller(&env);
     let mirrors: Api<ImageMirror> = Api::all(client.clone());
     let pp = PostParams::default();
 
@@ -190,6 +211,21 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         nginx,
         "the Job is owned by its ImageMirror"
     );
+
+    // Metrics and health on the plain port.
+    let (code, text) = http_get(&metrics, "/metrics");
+    assert_eq!(code, "200");
+    assert!(
+        text.contains("privateer_copies_total{result=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("privateer_mirrors{phase=\"Ready\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("privateer_copy_bytes_count 1"), "{text}");
+    assert_eq!(http_get(&metrics, "/readyz").0, "200");
+    assert_eq!(http_get(&metrics, "/healthz").0, "200");
 
     // A source that does not exist fails once, with the reason, and no Job.
     let missing = wait_for_phase(&mirrors, "missing", Phase::Failed, &controller).await;
@@ -352,6 +388,24 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
     else {
         return;
     };
+    // Before the CRD is installed the controller exits, saying what to do.
+    let (mut early, _) = start_controller_named(&env, "early");
+    for _ in 0..100 {
+        if early.check_alive().is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = early.log_tail(5);
+    assert!(
+        early.check_alive().is_err(),
+        "still running without the CRD"
+    );
+    assert!(
+        log.contains("CRD is not installed") && log.contains("kubectl apply"),
+        "{log}"
+    );
+
     prepare_cluster(&env).await;
     let source = env.source.as_ref().unwrap();
     let image = privateer_e2e::images::Image::new(
@@ -363,8 +417,8 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
         .push_image(&source.host, "library/redis", "7", &image)
         .await
         .unwrap();
-    let mut first = start_controller_named(&env, "first");
-    let second = start_controller_named(&env, "second");
+    let (mut first, _) = start_controller_named(&env, "first");
+    let (second, _) = start_controller_named(&env, "second");
     let leases: Api<Lease> = Api::namespaced(env.client(), "privateer");
     let holder = |lease: Option<Lease>| {
         lease
