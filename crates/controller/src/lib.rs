@@ -68,6 +68,8 @@ pub struct Context {
     pub copy_image: String,
     pub recorder: Recorder,
     pub metrics: Arc<metrics::Metrics>,
+    /// Copies the inline executor runs at once (`copy.concurrency`).
+    pub copy_slots: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -88,6 +90,7 @@ impl Context {
             _ => None,
         };
         let provider = Box::pin(Provider::from_config(&config, generic_credentials)).await?;
+        let config_concurrency = config.copy.concurrency;
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -103,6 +106,9 @@ impl Context {
             copy_image,
             recorder,
             metrics: Arc::default(),
+            copy_slots: tokio::sync::Semaphore::new(
+                usize::try_from(config_concurrency).unwrap_or(1).max(1),
+            ),
         })
     }
 

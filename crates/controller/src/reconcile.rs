@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use privateer_api::config::CopyExecutor;
 use privateer_api::{ImageMirror, Phase};
 use privateer_ecr::{ImageId, TargetProvider};
 use privateer_registry::{CopyOptions, Credentials, Endpoint, Image};
@@ -89,6 +90,9 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
     };
     let drift: Vec<String> = ensured.drift.iter().map(ToString::to_string).collect();
 
+    if ctx.config.copy.executor == CopyExecutor::Inline {
+        return copy_inline(&ctx, &mirror, &plan, &source, &digest).await;
+    }
     match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
         JobState::Running(job) => {
             let outcome = Outcome::Mirroring {
@@ -114,6 +118,77 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
                 capitalize(result.error_class.as_deref().unwrap_or("failed"))
             );
             fail(&ctx, &mirror, result.is_transient(), &reason, message).await
+        }
+    }
+}
+
+/// Executor `inline`: the controller copies itself, at most `copy.concurrency` at a time,
+/// with the target provider's credentials (ECR: a GetAuthorizationToken token).
+async fn copy_inline(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    source: &Image,
+    digest: &str,
+) -> Result<Action, Error> {
+    let _slot = ctx.copy_slots.acquire().await;
+    let access = match ctx.provider.access().await {
+        Ok(access) => access,
+        Err(e) => return fail(ctx, mirror, e.is_transient(), "TargetUnavailable", e).await,
+    };
+    let endpoint = Endpoint::parse(&access.endpoint).map_err(Error::Config)?;
+    let target = Image {
+        reference: plan.target.clone(),
+        endpoint: Some(endpoint),
+        credentials: access
+            .credentials
+            .clone()
+            .map_or(Credentials::Anonymous, |c| Credentials::Basic {
+                username: c.username,
+                password: c.password,
+            }),
+    };
+    let mut options = ctx.copy_options();
+    options.parallelism = usize::try_from(ctx.config.copy.parallelism).unwrap_or(1);
+    options.platforms = plan
+        .platforms
+        .iter()
+        .filter_map(|p| privateer_registry::Platform::parse(p).ok())
+        .collect();
+    let copied = privateer_registry::copy(
+        source,
+        &target,
+        &options,
+        Arc::new(privateer_registry::Silent),
+    )
+    .await;
+    match copied {
+        Ok(report) => {
+            Metrics::count(&ctx.metrics.copies, "success");
+            ctx.metrics.copy_bytes.observe(report.bytes_total as f64);
+            ctx.metrics.copy_seconds.observe(report.seconds);
+            let result = CopyResult {
+                result: "success".into(),
+                digest: Some(report.digest),
+                source_digest: Some(report.source_digest),
+                platforms: report.platforms,
+                bytes_total: Some(report.bytes_total),
+                seconds: Some(report.seconds),
+                error_class: None,
+                message: None,
+            };
+            write_status(ctx, mirror, Outcome::Ready(ready(plan, digest, result))).await?;
+            Ok(requeue_for_refresh(ctx, mirror))
+        }
+        Err(e) => {
+            if e.class == privateer_registry::ErrorClass::Unauthorized {
+                // A token refused: the next attempt fetches a new one.
+                ctx.provider.access_rejected(&access);
+            }
+            Metrics::count(&ctx.metrics.copies, "failure");
+            let transient =
+                e.is_transient() || e.class == privateer_registry::ErrorClass::Unauthorized;
+            fail(ctx, mirror, transient, "CopyFailed", e).await
         }
     }
 }

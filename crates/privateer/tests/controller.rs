@@ -54,11 +54,11 @@ fn start_controller(env: &TestEnv) -> (Managed, String) {
 fn start_controller_named(env: &TestEnv, name: &str) -> (Managed, String) {
     let config = env.dir.join(format!("{name}.yaml"));
     let metrics = format!("127.0.0.1:{}", free_port().unwrap());
-    std::fs::write(
-        &config,
-        config_yaml(env) + &format!("metrics: {{listen: \"{metrics}\"}}\n"),
-    )
-    .unwrap();
+    let mut yaml = config_yaml(env) + &format!("metrics: {{listen: \"{metrics}\"}}\n");
+    if name != "controller" {
+        yaml = yaml.replace("  job: {image: \"privateer:test\"}", "  executor: inline");
+    }
+    std::fs::write(&config, yaml).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
     command
         .args(["controller", "--config"])
@@ -417,6 +417,7 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
         .push_image(&source.host, "library/redis", "7", &image)
         .await
         .unwrap();
+    // These two copy inline, in their own process (executor `inline`).
     let (mut first, _) = start_controller_named(&env, "first");
     let (second, _) = start_controller_named(&env, "second");
     let leases: Api<Lease> = Api::namespaced(env.client(), "privateer");
@@ -453,6 +454,21 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
         .unwrap();
     let ready = wait_for_phase(&mirrors, &name, Phase::Ready, &alive).await;
     assert!(ready.status.unwrap().target_image.is_some());
+    let jobs: Api<Job> = Api::namespaced(env.client(), "privateer");
+    assert!(
+        jobs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the inline executor runs no Job"
+    );
+    let target = env.target.as_ref().unwrap();
+    let (_, digest) = Pusher::new(oci_client(), target.auth())
+        .pull_manifest(&target.host, "mirror/docker.io/library/redis", "7")
+        .await
+        .unwrap();
+    assert_eq!(digest, image.manifest.digest);
     let now = holder(leases.get_opt("privateer-controller").await.unwrap());
     assert!(
         now.ends_with(&format!("-{}", alive.pid())),

@@ -148,16 +148,12 @@ pub async fn copy(
             .collect();
     }
     report.bytes_total = blobs.iter().map(|b| b.size).sum();
-    let outcomes: Vec<(BlobOutcome, u64)> = stream::iter(&blobs)
+    // Owned items, not references: the futures must be Send for any caller's lifetimes.
+    let (src, dst) = (&src, &dst);
+    let outcomes: Vec<(BlobOutcome, u64)> = stream::iter(blobs.iter().cloned())
         .map(|blob| {
-            copy_blob(
-                &src,
-                &dst,
-                blob,
-                fresh_repository,
-                options,
-                progress.clone(),
-            )
+            let progress = progress.clone();
+            async move { copy_blob(src, dst, &blob, fresh_repository, options, progress).await }
         })
         .buffer_unordered(parallelism)
         .try_collect()
@@ -167,8 +163,8 @@ pub async fn copy(
     }
 
     // Children by digest before the index that names them.
-    stream::iter(&children)
-        .map(|child| dst.push_manifest(child, &child.digest))
+    stream::iter(children.iter().cloned())
+        .map(|child| async move { dst.push_manifest(&child, &child.digest).await })
         .buffer_unordered(parallelism)
         .try_collect::<Vec<()>>()
         .await?;
@@ -276,7 +272,7 @@ async fn pull_children(
     let Body::Index { children } = &top.body else {
         return Ok(Vec::new());
     };
-    let pulled: Vec<Manifest> = stream::iter(children)
+    let pulled: Vec<Manifest> = stream::iter(children.iter().cloned())
         .map(|child| async move {
             let manifest = src.pull_manifest(&child.descriptor.digest).await?;
             progress.event(Event::Manifest {
