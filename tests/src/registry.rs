@@ -15,6 +15,8 @@ pub struct Registry {
     /// `(user, password)` when htpasswd auth is on.
     pub credentials: Option<(String, String)>,
     pub process: Managed,
+    config: std::path::PathBuf,
+    log_dir: std::path::PathBuf,
 }
 
 impl Registry {
@@ -48,15 +50,31 @@ impl Registry {
                 root.join("data").display()
             ),
         )?;
-        let mut command = Command::new(tools::docker_registry());
-        command.arg("serve").arg(&config);
-        let mut process = Managed::spawn(&format!("registry-{name}"), command, dir)?;
-        process.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20))?;
+        let process = serve(&config, dir, name, port)?;
         Ok(Self {
             host: format!("127.0.0.1:{port}"),
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
             process,
+            config,
+            log_dir: dir.to_owned(),
         })
+    }
+
+    /// Stop and start again on the same port with the same storage: an outage that heals.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop();
+        let port = self
+            .host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_default();
+        let name = self
+            .process
+            .name()
+            .trim_start_matches("registry-")
+            .to_owned();
+        self.process = serve(&self.config, &self.log_dir, &name, port)?;
+        Ok(())
     }
 
     /// The `oci-client` auth for this registry.
@@ -68,6 +86,14 @@ impl Registry {
             None => oci_client::secrets::RegistryAuth::Anonymous,
         }
     }
+}
+
+fn serve(config: &Path, log_dir: &Path, name: &str, port: u16) -> anyhow::Result<Managed> {
+    let mut command = Command::new(tools::docker_registry());
+    command.arg("serve").arg(config);
+    let mut process = Managed::spawn(&format!("registry-{name}"), command, log_dir)?;
+    process.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20))?;
+    Ok(process)
 }
 
 /// An `oci-client` speaking plain HTTP to loopback registries.

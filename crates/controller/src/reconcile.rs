@@ -13,13 +13,13 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use privateer_api::config::CopyExecutor;
 use privateer_api::{ImageMirror, Phase};
-use privateer_ecr::{ImageId, TargetProvider};
+use privateer_ecr::{Answer, ImageId, RepositoryFacts, TargetProvider};
 use privateer_registry::{CopyOptions, Credentials, Endpoint, Image};
 
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
 use crate::plan::{CopyResult, Plan, backoff, job_name, plan};
-use crate::status::{Outcome, write_status};
+use crate::status::{Outcome, apply_status, tag_moved, write_status};
 use crate::{Context, Error};
 
 pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -70,6 +70,26 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
 
     let repository = plan.target.path().to_owned();
     let tag = plan.target.effective_tag().map(str::to_owned);
+    // A refresh found the tag moved upstream: an immutable target tag cannot follow it.
+    let moved = same_generation
+        && mirror.phase() == Phase::Ready
+        && status
+            .source_digest
+            .as_deref()
+            .is_some_and(|old| old != digest);
+    if moved
+        && let Answer::Known(RepositoryFacts::Present {
+            tag_immutable: true,
+            ..
+        }) = ctx.provider.repository_facts(&repository).await
+    {
+        let message = format!(
+            "the target repository {repository} has immutable tags, so the mirror keeps the old digest; declare an ImageMirror for a new tag or pin the source by digest"
+        );
+        let moved = tag_moved(&mirror, &status, &digest, &message);
+        apply_status(&ctx, &mirror, moved).await?;
+        return Ok(requeue_for_refresh(&ctx, &mirror));
+    }
     if plan.platforms.is_empty() {
         let at = match &tag {
             Some(tag) => ImageId::Tag(tag.clone()),

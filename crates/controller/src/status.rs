@@ -50,7 +50,15 @@ pub async fn write_status(
     outcome: Outcome,
 ) -> Result<(), Error> {
     let previous = mirror.status.clone().unwrap_or_default();
-    let status = build(mirror, &previous, outcome);
+    apply_status(ctx, mirror, build(mirror, &previous, outcome)).await
+}
+
+/// Write `status` (server-side apply, forced: privateer owns it) and record phase changes.
+pub async fn apply_status(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    status: ImageMirrorStatus,
+) -> Result<(), Error> {
     let api: Api<ImageMirror> = Api::all(ctx.client.clone());
     let patch = json!({
         "apiVersion": "privateer.dev/v1alpha1",
@@ -181,6 +189,15 @@ pub fn build(
                 status.size_bytes = ready.size_bytes;
             }
             status.last_sync_time = Some(now.clone());
+            conditions.push(condition_of(
+                condition::UP_TO_DATE,
+                true,
+                "Mirrored",
+                "the target holds what the source names",
+                generation,
+                previous,
+                &now,
+            ));
             (
                 Phase::Ready,
                 true,
@@ -203,6 +220,35 @@ pub fn build(
     ));
     status.phase = Some(phase);
     status.conditions = conditions;
+    status
+}
+
+/// Refresh found the source tag moved, but the target's tags are immutable: the mirror stays
+/// Ready on the old digest and says so (UpToDate=False, reason TagImmutable).
+pub fn tag_moved(
+    mirror: &ImageMirror,
+    previous: &ImageMirrorStatus,
+    upstream_digest: &str,
+    message: &str,
+) -> ImageMirrorStatus {
+    let generation = mirror.metadata.generation;
+    let now = Time(Timestamp::now());
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.phase = Some(Phase::Ready);
+    status.last_error = None;
+    status
+        .conditions
+        .retain(|c| c.type_ != condition::UP_TO_DATE);
+    status.conditions.push(condition_of(
+        condition::UP_TO_DATE,
+        false,
+        reason::TAG_IMMUTABLE,
+        &format!("the source now points to {upstream_digest}: {message}"),
+        generation,
+        previous,
+        &now,
+    ));
     status
 }
 
@@ -286,6 +332,12 @@ mod tests {
             }),
         );
         assert_eq!(ready.phase, Some(Phase::Ready));
+        assert!(
+            ready
+                .conditions
+                .iter()
+                .any(|c| c.type_ == condition::UP_TO_DATE && c.status == "True")
+        );
         assert_eq!(ready.attempts, 0);
         assert_eq!(ready.job_name.as_deref(), Some("copy-nginx-1"));
         assert!(ready.last_sync_time.is_some());
@@ -318,6 +370,41 @@ mod tests {
             ready_condition(&first).last_transition_time,
             "Ready stayed False: its transition time stays"
         );
+    }
+
+    #[test]
+    fn a_moved_tag_in_an_immutable_repository_stays_ready_and_says_so() {
+        let m = mirror(None);
+        let ready = build(
+            &m,
+            &ImageMirrorStatus::default(),
+            Outcome::Ready(Ready {
+                target_image: "r/mirror/nginx:1.27@sha256:01".into(),
+                source_digest: "sha256:01".into(),
+                platforms: Vec::new(),
+                size_bytes: None,
+            }),
+        );
+        let moved = tag_moved(
+            &mirror(Some(ready.clone())),
+            &ready,
+            "sha256:02",
+            "declare a new ImageMirror",
+        );
+        assert_eq!(moved.phase, Some(Phase::Ready));
+        assert_eq!(moved.target_image, ready.target_image);
+        assert_eq!(moved.source_digest.as_deref(), Some("sha256:01"));
+        let up_to_date = moved
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::UP_TO_DATE)
+            .expect("UpToDate");
+        assert_eq!(
+            (up_to_date.status.as_str(), up_to_date.reason.as_str()),
+            ("False", reason::TAG_IMMUTABLE)
+        );
+        assert!(up_to_date.message.contains("sha256:02"));
+        assert_eq!(ready_condition(&moved).status, "True");
     }
 
     #[test]

@@ -47,15 +47,21 @@ webhook:
 }
 
 fn start_controller(env: &TestEnv) -> (Managed, String) {
-    start_controller_named(env, "controller")
+    start_controller_named(env, "controller", Executor::Job)
+}
+
+#[derive(PartialEq)]
+enum Executor {
+    Job,
+    Inline,
 }
 
 /// The controller process and its metrics address.
-fn start_controller_named(env: &TestEnv, name: &str) -> (Managed, String) {
+fn start_controller_named(env: &TestEnv, name: &str, executor: Executor) -> (Managed, String) {
     let config = env.dir.join(format!("{name}.yaml"));
     let metrics = format!("127.0.0.1:{}", free_port().unwrap());
     let mut yaml = config_yaml(env) + &format!("metrics: {{listen: \"{metrics}\"}}\n");
-    if name != "controller" {
+    if executor == Executor::Inline {
         yaml = yaml.replace("  job: {image: \"privateer:test\"}", "  executor: inline");
     }
     std::fs::write(&config, yaml).unwrap();
@@ -389,7 +395,7 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
         return;
     };
     // Before the CRD is installed the controller exits, saying what to do.
-    let (mut early, _) = start_controller_named(&env, "early");
+    let (mut early, _) = start_controller_named(&env, "early", Executor::Job);
     for _ in 0..100 {
         if early.check_alive().is_err() {
             break;
@@ -418,8 +424,8 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
         .await
         .unwrap();
     // These two copy inline, in their own process (executor `inline`).
-    let (mut first, _) = start_controller_named(&env, "first");
-    let (second, _) = start_controller_named(&env, "second");
+    let (mut first, _) = start_controller_named(&env, "first", Executor::Inline);
+    let (second, _) = start_controller_named(&env, "second", Executor::Inline);
     let leases: Api<Lease> = Api::namespaced(env.client(), "privateer");
     let holder = |lease: Option<Lease>| {
         lease
@@ -474,4 +480,91 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
         now.ends_with(&format!("-{}", alive.pid())),
         "the standby holds the lease: {now:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_heal_and_a_restarted_controller_reuses_its_job() {
+    let Some(mut env) = TestEnv::full()
+        .start_or_skip("controller outages")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    prepare_cluster(&env).await;
+    let source = env.source.as_ref().unwrap();
+    let pusher = Pusher::new(oci_client(), source.auth());
+    for (repository, seed) in [("library/busybox", 11), ("library/alpine", 12)] {
+        let image = privateer_e2e::images::Image::new(
+            Format::Oci,
+            "linux/amd64",
+            vec![privateer_e2e::images::layer(seed, 2048)],
+        );
+        pusher
+            .push_image(&source.host, repository, "1", &image)
+            .await
+            .unwrap();
+    }
+    let (mut controller, _) = start_controller(&env);
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    let pp = PostParams::default();
+
+    // The source registry is down: transient failures, counted, then Ready once it is back.
+    env.source.as_mut().unwrap().process.stop();
+    let busybox = object_name(&Reference::parse("busybox:1").unwrap());
+    mirrors
+        .create(&pp, &mirror(&busybox, "busybox:1"))
+        .await
+        .unwrap();
+    let mut failing = None;
+    for _ in 0..100 {
+        let status = mirrors
+            .get(&busybox)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.attempts >= 1 {
+            failing = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failing = failing.expect("attempts counted while the source is down");
+    assert!(failing.next_retry_time.is_some(), "{failing:?}");
+    assert!(failing.last_error.is_some(), "{failing:?}");
+    env.source.as_mut().unwrap().restart().unwrap();
+    let ready = wait_for_phase(&mirrors, &busybox, Phase::Ready, &controller).await;
+    let status = ready.status.unwrap();
+    assert_eq!(status.attempts, 0);
+    assert_eq!(status.last_error, None);
+
+    // Killed once its Job exists, restarted: the same Job is read, not a second one made.
+    let alpine = object_name(&Reference::parse("alpine:1").unwrap());
+    mirrors
+        .create(&pp, &mirror(&alpine, "alpine:1"))
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(env.client(), "privateer");
+    let selector = format!("{}={alpine}", names::LABEL_IMAGE_MIRROR);
+    for _ in 0..100 {
+        if !jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    controller.stop();
+    let (controller, _) = start_controller_named(&env, "restarted", Executor::Job);
+    wait_for_phase(&mirrors, &alpine, Phase::Ready, &controller).await;
+    let made = jobs
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    assert_eq!(made.items.len(), 1, "one Job for one copy");
 }
