@@ -26,6 +26,9 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
     let status = mirror.status.clone().unwrap_or_default();
     let same_generation = status.observed_generation == mirror.metadata.generation;
 
+    if let Some(action) = crate::finalize::finalize(&ctx, &mirror).await? {
+        return Ok(action);
+    }
     let plan = match plan(&mirror, &ctx.naming, &ctx.config.copy.platforms) {
         Ok(plan) => plan,
         Err(invalid) => {

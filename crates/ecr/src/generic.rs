@@ -78,6 +78,19 @@ impl TargetProvider for GenericProvider {
         &self.registry
     }
 
+    /// The distribution API's manifest DELETE is optional and often disabled; oci-client has
+    /// no call for it. Refused with a clear reason; the controller then retains the image.
+    async fn delete_image(&self, repository: &str, digest: &str) -> Result<bool, TargetError> {
+        Err(TargetError::Rejected {
+            action: "delete image".into(),
+            resource: format!("{}/{repository}@{digest}", self.registry),
+            code: "Unsupported".into(),
+            message:
+                "deleting images is supported for ECR targets only; the image was left in place"
+                    .into(),
+        })
+    }
+
     async fn ensure_repository(&self, _: &str) -> Result<EnsuredRepository, TargetError> {
         Ok(EnsuredRepository {
             state: RepositoryState::CreatedOnPush,

@@ -118,6 +118,14 @@ pub trait TargetProvider: Send + Sync {
         repository: &str,
     ) -> impl Future<Output = Answer<RepositoryFacts>> + Send;
 
+    /// Delete the image `digest` (with every tag naming it) from `repository`, for
+    /// `deletionPolicy: Delete`. `Ok(false)`: it was not there.
+    fn delete_image(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> impl Future<Output = Result<bool, TargetError>> + Send;
+
     /// The scan findings of the image with `digest`. Cached.
     fn findings(
         &self,
@@ -192,6 +200,10 @@ impl TargetProvider for Provider {
 
     async fn repository_facts(&self, repository: &str) -> Answer<RepositoryFacts> {
         delegate!(self, p => p.repository_facts(repository).await)
+    }
+
+    async fn delete_image(&self, repository: &str, digest: &str) -> Result<bool, TargetError> {
+        delegate!(self, p => p.delete_image(repository, digest).await)
     }
 
     async fn findings(&self, repository: &str, digest: &str) -> Answer<Findings> {

@@ -571,4 +571,15 @@ async fn image_existence_and_findings() {
         .await
         .unwrap();
     assert_eq!(ecr.manifest_digest(repo, &tag).await.unwrap(), None);
+
+    // deletionPolicy: Delete removes the image by digest, tags and all; twice is harmless.
+    assert!(ecr.delete_image(repo, &old).await.unwrap());
+    assert_eq!(
+        ecr.manifest_digest(repo, &ImageId::Tag("old".into()))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!ecr.delete_image(repo, &old).await.unwrap());
+    assert!(!ecr.delete_image("mirror/none", &old).await.unwrap());
 }

@@ -512,10 +512,9 @@ async fn outages_heal_and_a_restarted_controller_reuses_its_job() {
     // The source registry is down: transient failures, counted, then Ready once it is back.
     env.source.as_mut().unwrap().process.stop();
     let busybox = object_name(&Reference::parse("busybox:1").unwrap());
-    mirrors
-        .create(&pp, &mirror(&busybox, "busybox:1"))
-        .await
-        .unwrap();
+    let mut deleting = mirror(&busybox, "busybox:1");
+    deleting.spec.deletion_policy = privateer_api::DeletionPolicy::Delete;
+    mirrors.create(&pp, &deleting).await.unwrap();
     let mut failing = None;
     for _ in 0..100 {
         let status = mirrors
@@ -538,6 +537,32 @@ async fn outages_heal_and_a_restarted_controller_reuses_its_job() {
     let status = ready.status.unwrap();
     assert_eq!(status.attempts, 0);
     assert_eq!(status.last_error, None);
+    // deletionPolicy Delete: held by privateer's finalizer, let go once the image is deleted.
+    assert!(
+        ready
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == names::FINALIZER)
+    );
+    mirrors
+        .delete(&busybox, &DeleteParams::default())
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if mirrors.get_opt(&busybox).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        gone,
+        "the finalizer was not released:\n{}",
+        controller.log_tail(20)
+    );
 
     // Killed once its Job exists, restarted: the same Job is read, not a second one made.
     let alpine = object_name(&Reference::parse("alpine:1").unwrap());

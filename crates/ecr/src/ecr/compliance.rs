@@ -189,6 +189,48 @@ pub(super) async fn describe_image(
     }
 }
 
+/// `BatchDeleteImage` by digest: every tag naming the image goes with it.
+pub(super) async fn delete_image(
+    ecr: &EcrProvider,
+    repository: &str,
+    digest: &str,
+) -> Result<bool, TargetError> {
+    const ACTION: &str = "ecr:BatchDeleteImage";
+    let output = ecr
+        .client
+        .batch_delete_image()
+        .registry_id(ecr.account())
+        .repository_name(repository)
+        .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+        .send()
+        .await;
+    let output = match output {
+        Err(e) if is_code(&e, &["RepositoryNotFoundException"]) => return Ok(false),
+        other => other.map_err(|e| TargetError::from_sdk(ACTION, repository, e))?,
+    };
+    if !output.image_ids().is_empty() {
+        return Ok(true);
+    }
+    match output.failures().first() {
+        None => Ok(false),
+        Some(f)
+            if f.failure_code()
+                .is_some_and(|c| c.as_str() == "ImageNotFound") =>
+        {
+            Ok(false)
+        }
+        Some(f) => Err(TargetError::Rejected {
+            action: ACTION.into(),
+            resource: format!("{repository}@{digest}"),
+            code: f
+                .failure_code()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            message: f.failure_reason().unwrap_or_default().to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,6 +201,10 @@ impl TargetProvider for EcrProvider {
         &self.registry
     }
 
+    async fn delete_image(&self, repository: &str, digest: &str) -> Result<bool, TargetError> {
+        Box::pin(compliance::delete_image(self, repository, digest)).await
+    }
+
     async fn ensure_repository(&self, repository: &str) -> Result<EnsuredRepository, TargetError> {
         // Boxed: SDK futures are large, and nested ones overflow small (test) thread stacks.
         let outcome = Box::pin(repository::ensure(self, repository)).await;
