@@ -29,7 +29,7 @@ use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
 use privateer_image::TargetNaming;
-use privateer_registry::Credentials;
+use privateer_registry::{CopyOptions, Credentials, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use gate::{GateAction, decide as decide_gate, release_patch};
@@ -69,6 +69,10 @@ pub struct Context {
     pub copy_image: String,
     pub recorder: Recorder,
     pub metrics: Arc<metrics::Metrics>,
+    pub mirror_cache: metrics::MirrorCache,
+    /// How the controller itself reaches registries (resolving sources, inline copies): TLS
+    /// from `target.insecure`, `target.caFile` and `sources.endpoints[*].caFile`, read once.
+    pub copy_options: CopyOptions,
     /// Copies the inline executor runs at once (`copy.concurrency`).
     pub copy_slots: tokio::sync::Semaphore,
 }
@@ -92,6 +96,8 @@ impl Context {
         };
         let provider = Box::pin(Provider::from_config(&config, generic_credentials)).await?;
         let config_concurrency = config.copy.concurrency;
+        let copy_options = copy_options(&config)?;
+        let mirror_cache = metrics::MirrorCache::default();
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -106,7 +112,9 @@ impl Context {
             provider,
             copy_image,
             recorder,
-            metrics: Arc::default(),
+            metrics: Arc::new(metrics::Metrics::new(mirror_cache.clone())),
+            mirror_cache,
+            copy_options,
             copy_slots: tokio::sync::Semaphore::new(
                 usize::try_from(config_concurrency).unwrap_or(1).max(1),
             ),
@@ -116,14 +124,39 @@ impl Context {
     /// Credentials for `host` from a dockerconfigjson Secret in privateer's namespace.
     async fn secret_credentials(&self, secret: &str, host: &str) -> Result<Credentials, Error> {
         let config = read_docker_config(&self.client, &self.config.namespace, secret).await?;
-        Ok(match config.credentials_for(host) {
-            Some(c) => Credentials::Basic {
-                username: c.username.clone(),
-                password: c.password.clone(),
-            },
-            None => Credentials::Anonymous,
-        })
+        let found = config.credentials_for(host);
+        Ok(Credentials::from_login(
+            found.map(|c| (c.username.as_str(), c.password.as_str())),
+        ))
     }
+}
+
+fn copy_options(config: &Config) -> Result<CopyOptions, Error> {
+    let mut ca_files = vec![("target.caFile".to_owned(), &config.target.ca_file)];
+    for (host, endpoint) in &config.sources.endpoints {
+        ca_files.push((
+            format!("sources.endpoints.{host}.caFile"),
+            &endpoint.ca_file,
+        ));
+    }
+    let mut ca_pems = Vec::new();
+    for (key, path) in ca_files.into_iter().filter(|(_, path)| !path.is_empty()) {
+        let pem = std::fs::read(path).map_err(|e| Error::Config(format!("{key} {path}: {e}")))?;
+        ca_pems.push(pem);
+    }
+    Ok(CopyOptions {
+        parallelism: usize::try_from(config.copy.parallelism).unwrap_or(1).max(1),
+        tls: TlsOptions {
+            insecure_hosts: config
+                .target
+                .insecure
+                .then(|| config.target.registry.clone())
+                .into_iter()
+                .collect(),
+            ca_pems,
+        },
+        ..CopyOptions::default()
+    })
 }
 
 async fn read_docker_config(
@@ -242,10 +275,7 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         names::COMPONENT_VALUE
     ));
     let controller = Controller::new(mirrors, watcher::Config::default().any_semantic());
-    *ctx.metrics
-        .mirror_store
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(controller.store());
+    set_mirror_cache(&ctx, Some(controller.store()));
     let metrics = ctx.metrics.clone();
     let mirrors_done = controller
         .owns(jobs, owned)
@@ -273,6 +303,14 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         }
     };
     futures::join!(mirrors_done, gates_done, backfill_done);
+    // Standing by: the stopped reflector's content would only go stale.
+    set_mirror_cache(&ctx, None);
+}
+
+fn set_mirror_cache(ctx: &Context, store: Option<kube::runtime::reflector::Store<ImageMirror>>) {
+    *ctx.mirror_cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = store;
 }
 
 /// Errors that escaped the pipeline (the API server, a Secret): try again soon. Failures of

@@ -37,13 +37,17 @@ pub struct Metrics {
     pub copy_bytes: Histogram,
     pub copy_seconds: Histogram,
     mirrors: Family<PhaseLabel, Gauge>,
-    /// The ImageMirror cache, counted by phase at each scrape.
-    pub mirror_store: std::sync::Mutex<Option<Store<ImageMirror>>>,
+    /// The controller's ImageMirror cache, counted by phase at each scrape.
+    mirror_cache: MirrorCache,
     pub ready: AtomicBool,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+/// The ImageMirror reflector of the running controller (none while standing by); shared by
+/// the gate releaser (no API call per gated Pod) and the phase gauges.
+pub type MirrorCache = Arc<std::sync::Mutex<Option<Store<ImageMirror>>>>;
+
+impl Metrics {
+    pub fn new(mirror_cache: MirrorCache) -> Self {
         let mut registry = Registry::with_prefix("privateer");
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -76,7 +80,7 @@ impl Default for Metrics {
             copy_bytes,
             copy_seconds,
             mirrors,
-            mirror_store: std::sync::Mutex::new(None),
+            mirror_cache,
             ready: AtomicBool::new(false),
         }
     }
@@ -94,7 +98,7 @@ impl Metrics {
     /// The exposition text, with the phase gauges refreshed from the cache.
     pub fn render(&self) -> String {
         let store = self
-            .mirror_store
+            .mirror_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();

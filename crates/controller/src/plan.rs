@@ -6,6 +6,7 @@ use std::time::Duration;
 use privateer_api::ImageMirror;
 use privateer_api::config::RetryConfig;
 use privateer_image::{Reference, TargetNaming};
+use privateer_registry::RetryPolicy;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -60,18 +61,19 @@ pub fn plan(
     })
 }
 
-/// The wait after the `attempts`-th failure in a row: `initial · 2^(attempts-1)` capped at
-/// `max`, scaled by `jitter` in [0.5, 1]; once attempts reach `maxAttempts`, the slow interval.
-pub fn backoff(attempts: u32, retry: &RetryConfig, jitter: f64) -> Duration {
+/// The wait after the `attempts`-th failure in a row: the copier's own schedule
+/// (`initial · 2^(attempts-1)` capped at `max`, jittered between half and all of it); once
+/// attempts reach `maxAttempts`, the slow interval.
+pub fn backoff(attempts: u32, retry: &RetryConfig) -> Duration {
     if attempts >= retry.max_attempts {
         return retry.slow_retry_interval.into();
     }
-    let initial: Duration = retry.initial_backoff.into();
-    let max: Duration = retry.max_backoff.into();
-    let exponential = initial
-        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
-        .min(max);
-    exponential.mul_f64(jitter.clamp(0.5, 1.0))
+    RetryPolicy {
+        attempts: retry.max_attempts,
+        initial_delay: retry.initial_backoff.into(),
+        max_delay: retry.max_backoff.into(),
+    }
+    .delay(attempts)
 }
 
 /// The copy Job for `mirror` copying `digest`: the same name for the same copy, also across
@@ -164,10 +166,13 @@ mod tests {
     #[test]
     fn backoff_doubles_to_the_cap_then_slows_down() {
         let retry = RetryConfig::default();
-        let seconds: Vec<u64> = (1..=6).map(|a| backoff(a, &retry, 1.0).as_secs()).collect();
-        assert_eq!(seconds, [5, 10, 20, 40, 80, 3600]);
-        assert_eq!(backoff(2, &retry, 0.5).as_secs(), 5);
-        assert_eq!(backoff(30, &retry, 1.0).as_secs(), 3600);
+        for (attempts, full) in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 80)] {
+            let wait = backoff(attempts, &retry).as_secs_f64();
+            let full = f64::from(full);
+            assert!(wait >= full / 2.0 && wait <= full, "{attempts}: {wait}");
+        }
+        assert_eq!(backoff(6, &retry).as_secs(), 3600);
+        assert_eq!(backoff(30, &retry).as_secs(), 3600);
     }
 
     #[test]

@@ -66,12 +66,25 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
     if !gated {
         return Ok(Action::await_change());
     }
-    let mirrors_api: Api<ImageMirror> = Api::all(ctx.client.clone());
-    let mut mirrors = BTreeMap::new();
-    for name in needed_mirrors(&original_images(&pod).unwrap_or_default()) {
-        let mirror = mirrors_api.get_opt(&name).await?;
-        mirrors.insert(name, mirror);
+    // The reconciler's ImageMirror cache, once synced: no API call per gated Pod.
+    let cache = ctx
+        .mirror_cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let Some(cache) = cache else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    if cache.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    let mirrors = needed_mirrors(&original_images(&pod).unwrap_or_default())
+        .into_iter()
+        .map(|name| {
+            let mirror = cache.get(&ObjectRef::new(&name)).map(|m| (*m).clone());
+            (name, mirror)
+        })
+        .collect::<BTreeMap<_, _>>();
     let timeout: Duration = ctx.config.webhook.gate_timeout.into();
     let (images, event) = match decide(&pod, &mirrors, Timestamp::now(), timeout) {
         GateAction::Wait(wait) => return Ok(Action::requeue(wait)),

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use privateer_api::config::CopyExecutor;
 use privateer_api::{ImageMirror, Phase};
 use privateer_ecr::{Answer, ImageId, RepositoryFacts, TargetProvider};
-use privateer_registry::{CopyOptions, Credentials, Endpoint, Image};
+use privateer_registry::{Credentials, Endpoint, Image};
 
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
@@ -58,7 +58,7 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
     }
 
     let source = source_image(&ctx, &mirror, &plan).await?;
-    let digest = match privateer_registry::resolve(&source, &ctx.copy_options()).await {
+    let digest = match privateer_registry::resolve(&source, &ctx.copy_options).await {
         Ok(Some(digest)) => digest,
         Ok(None) => {
             let outcome = Outcome::Permanent {
@@ -163,16 +163,14 @@ async fn copy_inline(
     let target = Image {
         reference: plan.target.clone(),
         endpoint: Some(endpoint),
-        credentials: access
-            .credentials
-            .clone()
-            .map_or(Credentials::Anonymous, |c| Credentials::Basic {
-                username: c.username,
-                password: c.password,
-            }),
+        credentials: Credentials::from_login(
+            access
+                .credentials
+                .as_ref()
+                .map(|c| (c.username.as_str(), c.password.as_str())),
+        ),
     };
-    let mut options = ctx.copy_options();
-    options.parallelism = usize::try_from(ctx.config.copy.parallelism).unwrap_or(1);
+    let mut options = ctx.copy_options.clone();
     options.platforms = plan
         .platforms
         .iter()
@@ -267,7 +265,7 @@ async fn fail(
         return Ok(Action::await_change());
     }
     let attempts = mirror.status.as_ref().map_or(0, |s| s.attempts) + 1;
-    let wait = backoff(attempts, &ctx.config.controller.retry, ctx.jitter());
+    let wait = backoff(attempts, &ctx.config.controller.retry);
     let outcome = Outcome::Transient {
         reason: reason.to_owned(),
         message,
@@ -463,7 +461,7 @@ impl CopyResult {
             platforms: Vec::new(),
             bytes_total: None,
             seconds: None,
-            error_class: Some(if complete { "" } else { "network" }.into()),
+            error_class: (!complete).then(|| "network".into()),
             message: Some(format!("copy Job: {reason}")),
         }
     }
@@ -479,18 +477,6 @@ impl Context {
         // A digest-pinned source never moves.
         let pinned = mirror.spec.source.contains('@');
         (!every.is_zero() && !pinned).then_some(every)
-    }
-
-    fn copy_options(&self) -> CopyOptions {
-        CopyOptions::default()
-    }
-
-    fn jitter(&self) -> f64 {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        0.5 + f64::from(nanos % 1000) / 2000.0
     }
 }
 

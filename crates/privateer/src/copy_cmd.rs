@@ -189,11 +189,8 @@ async fn ecr_login(destination: &mut Image, tls: &TlsOptions) -> anyhow::Result<
     let access = Box::pin(provider.access())
         .await
         .map_err(|e| CopyFailure(target_error(e)))?;
-    if let Some(found) = access.credentials {
-        destination.credentials = Credentials::Basic {
-            username: found.username,
-            password: found.password,
-        };
+    if let Some(found) = &access.credentials {
+        destination.credentials = Credentials::from_login(Some((&found.username, &found.password)));
     }
     destination.endpoint = Some(Endpoint::parse(&access.endpoint).map_err(anyhow::Error::msg)?);
     Ok(())
@@ -225,10 +222,7 @@ fn credentials(
             .split_once(':')
             .filter(|(user, _)| !user.is_empty())
             .ok_or_else(|| anyhow::anyhow!("{flag}-creds: expected USER:PASSWORD"))?;
-        return Ok(Credentials::Basic {
-            username: username.to_owned(),
-            password: password.to_owned(),
-        });
+        return Ok(Credentials::from_login(Some((username, password))));
     }
     let Some(file) = authfile else {
         return Ok(Credentials::Anonymous);
@@ -237,13 +231,10 @@ fn credentials(
         std::fs::read(file).with_context(|| format!("{flag}-authfile {}", file.display()))?;
     let config = DockerConfig::parse(&bytes)
         .with_context(|| format!("{flag}-authfile {}", file.display()))?;
-    Ok(match config.credentials_for(host) {
-        Some(found) => Credentials::Basic {
-            username: found.username.clone(),
-            password: found.password.clone(),
-        },
-        None => Credentials::Anonymous,
-    })
+    let found = config.credentials_for(host);
+    Ok(Credentials::from_login(
+        found.map(|c| (c.username.as_str(), c.password.as_str())),
+    ))
 }
 
 /// One PEM certificate per entry: a CA bundle file often holds several.

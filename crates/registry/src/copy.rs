@@ -10,8 +10,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{Body, Descriptor, Manifest};
 use crate::progress::{BlobOutcome, Event, Progress};
-use crate::retry::with_retries;
-use crate::side::Side;
+use crate::side::{Side, with_fresh_logins};
 use crate::{CopyOptions, CopyReport, Image};
 
 /// Copy `source` to `target`. The target's tag is its own, else the source's; a target with
@@ -84,9 +83,6 @@ pub async fn copy(
     if let Some(digest) = &source_digest
         && let Some(report) = up_to_date(&dst, target, destination_tag.as_deref(), digest).await?
     {
-        progress.event(Event::UpToDate {
-            digest: digest.clone(),
-        });
         return Ok(finish(report, digest, started));
     }
 
@@ -103,9 +99,6 @@ pub async fn copy(
         && let Some(report) =
             up_to_date(&dst, target, destination_tag.as_deref(), &top.digest).await?
     {
-        progress.event(Event::UpToDate {
-            digest: top.digest.clone(),
-        });
         return Ok(finish(report, &source_digest, started));
     }
     if let Some(wanted) = target.reference.digest()
@@ -141,12 +134,7 @@ pub async fn copy(
     let fresh_repository = !dst.repository_exists().await?;
     let mut report = report(target, destination_tag.as_deref(), &top.digest);
     report.media_type = top.media_type.clone();
-    if let Body::Index { children } = &top.body {
-        report.platforms = children
-            .iter()
-            .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
-            .collect();
-    }
+    report.platforms = top.platforms();
     report.bytes_total = blobs.iter().map(|b| b.size).sum();
     // Owned items, not references: the futures must be Send for any caller's lifetimes.
     let (src, dst) = (&src, &dst);
@@ -223,6 +211,9 @@ async fn up_to_date(
     if dst.manifest_digest(&at).await?.as_deref() != Some(digest) {
         return Ok(None);
     }
+    dst.progress().event(Event::UpToDate {
+        digest: digest.to_owned(),
+    });
     let mut report = report(target, tag, digest);
     report.up_to_date = true;
     Ok(Some(report))
@@ -244,11 +235,8 @@ fn select_platforms(
             });
             Ok(top)
         }
-        Body::Index { children } => top.filtered_index(platforms).ok_or_else(|| {
-            let offered: Vec<String> = children
-                .iter()
-                .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
-                .collect();
+        Body::Index { .. } => top.filtered_index(platforms).ok_or_else(|| {
+            let offered = top.platforms();
             let wanted: Vec<String> = platforms.iter().map(ToString::to_string).collect();
             CopyError::new(
                 ErrorClass::NotFound,
@@ -334,23 +322,11 @@ async fn copy_blob(
         digest: blob.digest.clone(),
         size: blob.size,
     });
-    let mut logged_in_again = false;
-    loop {
-        let result = with_retries(&options.retry, progress.as_ref(), || {
-            stream_blob(src, dst, blob, progress.clone())
-        })
-        .await;
-        match result {
-            Ok(()) => return done(BlobOutcome::Copied),
-            // A token that expired during a long copy: log in again, once.
-            Err(e) if e.class == ErrorClass::Unauthorized && !logged_in_again => {
-                logged_in_again = true;
-                src.log_in_again().await?;
-                dst.log_in_again().await?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    with_fresh_logins(&[src, dst], &options.retry, progress.as_ref(), || {
+        stream_blob(src, dst, blob, progress.clone())
+    })
+    .await?;
+    done(BlobOutcome::Copied)
 }
 
 /// Stream one blob from source to target in one upload; the digest is checked on the way.

@@ -82,6 +82,20 @@ pub enum Credentials {
     Bearer(String),
 }
 
+impl Credentials {
+    /// Basic credentials from a user and password found somewhere (a docker config, an ECR
+    /// token), anonymous when nothing was found.
+    pub fn from_login(found: Option<(&str, &str)>) -> Self {
+        match found {
+            Some((username, password)) => Self::Basic {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            },
+            None => Self::Anonymous,
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     // Credentials reach logs through `{:?}`: never print the secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

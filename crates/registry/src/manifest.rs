@@ -180,6 +180,17 @@ impl Manifest {
         }
     }
 
+    /// The platforms of an index's children (`linux/arm64/v8`); empty for a single image.
+    pub fn platforms(&self) -> Vec<String> {
+        match &self.body {
+            Body::Index { children } => children
+                .iter()
+                .filter_map(|c| c.platform.as_ref().map(ToString::to_string))
+                .collect(),
+            Body::Image { .. } => Vec::new(),
+        }
+    }
+
     /// An index holding only the children for `platforms` (and the attestations describing
     /// them), with every kept entry exactly as it was. `None` when nothing matches.
     pub fn filtered_index(&self, platforms: &[Platform]) -> Option<Manifest> {

@@ -47,6 +47,32 @@ impl Operation {
     }
 }
 
+/// Retry what is transient; on a 401 log every side in again, once: tokens expire during long
+/// copies. The one place this policy lives, for single calls and for streamed blobs alike.
+pub(crate) async fn with_fresh_logins<T, F, Fut>(
+    sides: &[&Side],
+    retry: &RetryPolicy,
+    progress: &dyn Progress,
+    mut call: F,
+) -> Result<T, CopyError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CopyError>>,
+{
+    let mut logged_in_again = false;
+    loop {
+        match with_retries(retry, progress, &mut call).await {
+            Err(e) if e.class == ErrorClass::Unauthorized && !logged_in_again => {
+                logged_in_again = true;
+                for side in sides {
+                    side.log_in_again().await?;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Side {
     pub(crate) fn new(
         image: &crate::Image,
@@ -96,6 +122,10 @@ impl Side {
         }
     }
 
+    pub(crate) fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -137,31 +167,20 @@ impl Side {
         Ok(())
     }
 
-    /// Log in, run `call`, retry what is transient; on a 401 log in again once (tokens expire
-    /// during long copies), then give up.
+    /// Log in, run `call`, retry what is transient, log in again once on a 401.
     async fn call<T, F, Fut>(&self, operation: Operation, mut call: F) -> Result<T, CopyError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CopyError>>,
     {
-        let mut relogged = false;
-        loop {
-            let result = with_retries(&self.retry, self.progress.as_ref(), || {
-                let attempt = call();
-                async move {
-                    self.log_in(operation, false).await?;
-                    attempt.await
-                }
-            })
-            .await;
-            match result {
-                Err(e) if e.class == ErrorClass::Unauthorized && !relogged => {
-                    relogged = true;
-                    self.log_in(operation, true).await?;
-                }
-                other => return other,
+        with_fresh_logins(&[self], &self.retry, self.progress.as_ref(), || {
+            let attempt = call();
+            async move {
+                self.log_in(operation, false).await?;
+                attempt.await
             }
-        }
+        })
+        .await
     }
 
     /// The digest `tag_or_digest` names here, or `None` when there is no such manifest.
@@ -332,8 +351,7 @@ impl Side {
             .map_err(|e| CopyError::from_oci(format!("push blob {digest} to {}", self.name), e))
     }
 
-    /// Log in again after a 401 from a `*_once` call (a token expired during a long copy).
-    pub(crate) async fn log_in_again(&self) -> Result<(), CopyError> {
+    async fn log_in_again(&self) -> Result<(), CopyError> {
         let operations: Vec<Operation> = self.logged_in.lock().await.iter().copied().collect();
         for operation in operations {
             self.log_in(operation, true).await?;
