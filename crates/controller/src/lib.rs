@@ -121,6 +121,11 @@ impl Context {
         })
     }
 
+    /// Readiness and metrics for the plain port (`privateer-health`).
+    pub fn probe(&self) -> Arc<dyn privateer_health::Probe> {
+        self.metrics.clone()
+    }
+
     /// Credentials for `host` from a dockerconfigjson Secret in privateer's namespace.
     async fn secret_credentials(&self, secret: &str, host: &str) -> Result<Credentials, Error> {
         let config = read_docker_config(&self.client, &self.config.namespace, secret).await?;
@@ -182,7 +187,7 @@ async fn read_docker_config(
     DockerConfig::parse(&bytes.0).map_err(|e| problem(e.to_string()))
 }
 
-/// Reconcile until `shutdown` resolves; with leader election on, only while holding the Lease
+/// Reconcile until `shutdown` resolves (serve [`Context::probe`] on the plain port alongside); with leader election on, only while holding the Lease
 /// (a standby takes over within the lease duration when the leader goes away).
 pub async fn run(
     ctx: Context,
@@ -196,14 +201,6 @@ pub async fn run(
     }
     let ctx = Arc::new(ctx);
     let stopping = CancellationToken::new();
-    let address = metrics::serve(
-        &ctx.config.metrics.listen,
-        ctx.metrics.clone(),
-        stopping.clone(),
-    )
-    .await
-    .map_err(|e| Error::Config(format!("metrics.listen {}: {e}", ctx.config.metrics.listen)))?;
-    tracing::info!(%address, "serving /metrics, /healthz, /readyz");
     ctx.metrics
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);

@@ -1,15 +1,9 @@
-//! `/metrics` (Prometheus text), `/healthz` and `/readyz` on the plain metrics port. Labels are
-//! low-cardinality: results, outcomes and phases, never image names.
+//! The controller's metrics and readiness, served on the plain port by `privateer-health`.
+//! Labels are low-cardinality: results, outcomes and phases, never image names.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use kube::runtime::reflector::Store;
 use privateer_api::{ImageMirror, Phase};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,7 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -125,50 +118,16 @@ impl Metrics {
     }
 }
 
-/// Serve until `stop` is cancelled.
-pub async fn serve(
-    listen: &str,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                () = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(_) => continue,
-                },
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&request, &metrics)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+impl privateer_health::Probe for Metrics {
+    fn ready(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("controller: connecting to the API server".into())
         }
-    });
-    Ok(address)
-}
+    }
 
-fn answer(request: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, body) = match request.uri().path() {
-        "/metrics" => (StatusCode::OK, metrics.render()),
-        "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" if metrics.ready.load(Ordering::SeqCst) => (StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: connecting to the API server\n".to_owned(),
-        ),
-        _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+    fn metrics(&self) -> String {
+        privateer_health::strip_eof(self.render())
+    }
 }

@@ -1,9 +1,9 @@
 //! The `privateer` binary: command-line parsing and wiring only; the work lives in the crates.
 
-mod controller_cmd;
 mod copy_cmd;
 mod copy_progress;
 mod image_cmd;
+mod operator_cmd;
 mod target_cmd;
 
 use std::io::Write;
@@ -35,8 +35,12 @@ enum Command {
     Target(target_cmd::TargetCommand),
     /// Copy an image between registries, digest-exact (what copy Jobs run).
     Copy(Box<copy_cmd::CopyArgs>),
-    /// Reconcile ImageMirrors: copy Jobs, status, retries.
-    Controller(controller_cmd::ControllerArgs),
+    /// Reconcile ImageMirrors: copy Jobs, status, retries, gated Pods, backfill.
+    Controller(operator_cmd::OperatorArgs),
+    /// Serve the admission webhooks: /mutate, /validate, /image-policy.
+    Webhook(operator_cmd::OperatorArgs),
+    /// Webhook and controller in one process (small clusters, the demo).
+    Run(operator_cmd::OperatorArgs),
 }
 
 #[derive(Subcommand)]
@@ -67,7 +71,9 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Show { file }) => show_config(file),
         Command::Target(command) => target_cmd::run(command),
         Command::Copy(args) => copy_cmd::run(*args),
-        Command::Controller(args) => controller_cmd::run(args),
+        Command::Controller(args) => operator_cmd::run(args, operator_cmd::Parts::Controller),
+        Command::Webhook(args) => operator_cmd::run(args, operator_cmd::Parts::Webhook),
+        Command::Run(args) => operator_cmd::run(args, operator_cmd::Parts::Both),
     };
     match result {
         Ok(output) => {

@@ -1,0 +1,253 @@
+//! Image policy, shared by `/validate` (Pods) and `/image-policy` (ImageReview): pure rules
+//! over normalized references, plus the ECR compliance rule judged from facts the caller
+//! fetched. Every denial names its container, image and rule.
+
+use std::fmt;
+
+use privateer_api::config::{Config, OnUnknown, TagMutability};
+use privateer_ecr::{Answer, Findings, RepositoryFacts};
+use privateer_image::Reference;
+
+/// One image to judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subject {
+    pub container: String,
+    pub image: String,
+    /// privateer rewrote this container (the Pod's `original-images` names it): a missing
+    /// repository is one the controller is about to create with the configured settings.
+    pub mirrored_by_privateer: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rule {
+    InvalidReference,
+    AllowedRegistries,
+    DenyLatest,
+    RequireDigest,
+    RequireTargetRegistry,
+    EcrCompliance,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidReference => "invalidReference",
+            Self::AllowedRegistries => "allowedRegistries",
+            Self::DenyLatest => "denyLatest",
+            Self::RequireDigest => "requireDigest",
+            Self::RequireTargetRegistry => "requireTargetRegistry",
+            Self::EcrCompliance => "ecrCompliance",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub rule: Rule,
+    pub container: String,
+    pub image: String,
+    pub problem: String,
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "container {:?} image {:?}: {} (policy {})",
+            self.container,
+            self.image,
+            self.problem,
+            self.rule.as_str()
+        )
+    }
+}
+
+/// Is any rule on? (With none, the validating webhook has nothing to say.)
+pub fn any_enabled(config: &Config) -> bool {
+    let p = &config.policy;
+    p.allowed_registries.enabled
+        || p.deny_latest.enabled
+        || p.require_digest.enabled
+        || p.require_target_registry.enabled
+        || p.ecr_compliance.enabled
+}
+
+/// The rules that need no registry: allow-list, `:latest`, digest pinning, target registry.
+pub fn judge_static(subject: &Subject, config: &Config) -> Vec<Denial> {
+    let deny = |rule: Rule, problem: String| Denial {
+        rule,
+        container: subject.container.clone(),
+        image: subject.image.clone(),
+        problem,
+    };
+    let reference = match Reference::parse(&subject.image) {
+        Ok(reference) => reference,
+        Err(e) => return vec![deny(Rule::InvalidReference, e.to_string())],
+    };
+    let policy = &config.policy;
+    let target = config.target.registry.to_ascii_lowercase();
+    // The target registry is where privateer puts what it mirrors: always allowed.
+    let in_target = !target.is_empty() && reference.domain() == target;
+    let mut denials = Vec::new();
+    if policy.allowed_registries.enabled
+        && !in_target
+        && !policy
+            .allowed_registries
+            .registries
+            .iter()
+            .any(|entry| allows(entry, &reference))
+    {
+        denials.push(deny(
+            Rule::AllowedRegistries,
+            format!(
+                "{} is not in the allowed registries ({})",
+                reference.name(),
+                policy.allowed_registries.registries.join(", ")
+            ),
+        ));
+    }
+    if policy.deny_latest.enabled && reference.digest().is_none() {
+        match reference.tag() {
+            None => denials.push(deny(
+                Rule::DenyLatest,
+                "untagged images run whatever :latest is; name a version tag or a digest".into(),
+            )),
+            Some("latest") => denials.push(deny(
+                Rule::DenyLatest,
+                ":latest moves under running workloads; name a version tag or a digest".into(),
+            )),
+            Some(_) => {}
+        }
+    }
+    if policy.require_digest.enabled && reference.digest().is_none() {
+        denials.push(deny(
+            Rule::RequireDigest,
+            "not pinned by digest; use name@sha256:<digest>".into(),
+        ));
+    }
+    if policy.require_target_registry.enabled && reference.domain() != target {
+        denials.push(deny(
+            Rule::RequireTargetRegistry,
+            format!("only images from {target} may run"),
+        ));
+    }
+    denials
+}
+
+/// `entry` (`host` or `host/path`) allows `reference` on whole host and path components:
+/// `docker.io` never passes `docker.io.evil.com`, `gcr.io/good` never passes `gcr.io/good-evil`.
+pub fn allows(entry: &str, reference: &Reference) -> bool {
+    let entry = entry.to_ascii_lowercase();
+    let (host, path) = entry.split_once('/').unwrap_or((entry.as_str(), ""));
+    let host = match host {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
+        other => other,
+    };
+    if reference.domain() != host {
+        return false;
+    }
+    path.is_empty()
+        || reference.path() == path
+        || reference
+            .path()
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The repository in the target registry the ECR rule asks about; `None`: not an image in
+/// the target registry (the rule then does not apply: `requireTargetRegistry` covers those).
+pub fn ecr_repository(subject: &Subject, config: &Config) -> Option<(String, Option<String>)> {
+    let reference = Reference::parse(&subject.image).ok()?;
+    (config.policy.ecr_compliance.enabled
+        && !config.target.registry.is_empty()
+        && reference.domain() == config.target.registry.to_ascii_lowercase())
+    .then(|| {
+        (
+            reference.path().to_owned(),
+            reference.digest().map(ToString::to_string),
+        )
+    })
+}
+
+/// The ECR compliance rule, from the repository facts and (for digest-pinned images when
+/// critical findings are denied) the scan findings.
+pub fn judge_ecr(
+    subject: &Subject,
+    config: &Config,
+    facts: &Answer<RepositoryFacts>,
+    findings: Option<&Answer<Findings>>,
+) -> Option<Denial> {
+    let rules = &config.policy.ecr_compliance;
+    let deny = |problem: String| {
+        Some(Denial {
+            rule: Rule::EcrCompliance,
+            container: subject.container.clone(),
+            image: subject.image.clone(),
+            problem,
+        })
+    };
+    let unknown = |why: &str| match rules.on_unknown {
+        OnUnknown::Allow => None,
+        OnUnknown::Deny => deny(format!(
+            "ECR could not be asked ({why}) and policy.ecrCompliance.onUnknown is Deny"
+        )),
+    };
+    let mut problems = Vec::new();
+    match facts {
+        Answer::Unknown(why) => return unknown(why),
+        Answer::NotApplicable => return None,
+        Answer::Known(RepositoryFacts::Missing) if subject.mirrored_by_privateer => {
+            // The controller creates it with the configured settings: judge those.
+            let ecr = &config.target.ecr;
+            if rules.require_tag_immutability && ecr.tag_mutability != TagMutability::Immutable {
+                problems.push(
+                    "privateer creates its repositories with mutable tags (target.ecr.tagMutability)"
+                        .to_owned(),
+                );
+            }
+            if rules.require_scan_on_push && !ecr.scan_on_push {
+                problems.push(
+                    "privateer creates its repositories without scan on push (target.ecr.scanOnPush)"
+                        .to_owned(),
+                );
+            }
+        }
+        Answer::Known(RepositoryFacts::Missing) => {
+            return deny("the ECR repository does not exist".into());
+        }
+        Answer::Known(RepositoryFacts::Present {
+            tag_immutable,
+            tag_mutability,
+            scan_on_push,
+        }) => {
+            if rules.require_tag_immutability && !tag_immutable {
+                problems.push(format!(
+                    "the ECR repository's tags are {tag_mutability}, not IMMUTABLE"
+                ));
+            }
+            if rules.require_scan_on_push && !scan_on_push {
+                problems.push("the ECR repository does not scan on push".to_owned());
+            }
+        }
+    }
+    match findings {
+        Some(Answer::Known(Findings::Scanned { critical })) if *critical > 0 => {
+            problems.push(format!(
+                "the ECR scan found {critical} CRITICAL vulnerabilities"
+            ));
+        }
+        Some(Answer::Unknown(why)) if problems.is_empty() => return unknown(why),
+        _ => {}
+    }
+    if problems.is_empty() {
+        None
+    } else {
+        deny(problems.join("; "))
+    }
+}
+
+/// One message for the API server naming every denial (`what`: "pod", "images").
+pub fn message(what: &str, denials: &[Denial]) -> String {
+    let parts: Vec<String> = denials.iter().map(ToString::to_string).collect();
+    format!("privateer denied this {what}: {}", parts.join("; "))
+}
