@@ -1,0 +1,172 @@
+//! What the end-to-end tests of the operator share: its configuration against the local
+//! environment, starting `privateer controller|webhook|run`, cluster preparation, waits.
+#![allow(dead_code, clippy::unwrap_used)] // each test file uses a part; a failed unwrap fails the test
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::runtime::wait::await_condition;
+use privateer_api::{ImageMirror, Phase};
+use privateer_e2e::TestEnv;
+use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
+use privateer_e2e::process::{Managed, free_port};
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub enum Executor {
+    Job,
+    Inline,
+}
+
+pub fn config_yaml(env: &TestEnv) -> String {
+    let source = &env.source.as_ref().unwrap().host;
+    let target = &env.target.as_ref().unwrap().host;
+    let moto = &env.moto.as_ref().unwrap().endpoint;
+    format!(
+        "namespace: privateer
+target:
+  registry: {ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com
+  ecr:
+    region: {REGION}
+    endpointUrl: {moto}
+    registryEndpoint: http://{target}
+sources:
+  endpoints:
+    docker.io: {{url: \"http://{source}\"}}
+copy:
+  job: {{image: \"privateer:test\"}}
+controller:
+  retry: {{initialBackoff: 1s, maxBackoff: 2s, maxAttempts: 3, slowRetryInterval: 30s}}
+  leaderElection: {{leaseDuration: 4s}}
+webhook:
+  gateTimeout: 8s
+"
+    )
+}
+
+/// Start `privateer <subcommand>` with the environment's configuration deep-merged with
+/// `extra` (YAML; its keys win); returns the process and its metrics address.
+pub fn start_operator(
+    env: &TestEnv,
+    name: &str,
+    subcommand: &str,
+    extra: &str,
+) -> (Managed, String) {
+    let config = env.dir.join(format!("{name}.yaml"));
+    let metrics = format!("127.0.0.1:{}", free_port().unwrap());
+    let mut merged: serde_yaml::Value = serde_yaml::from_str(&config_yaml(env)).unwrap();
+    let extra = format!("metrics: {{listen: \"{metrics}\"}}\n{extra}");
+    merge(&mut merged, serde_yaml::from_str(&extra).unwrap());
+    let yaml = serde_yaml::to_string(&merged).unwrap();
+    std::fs::write(&config, yaml).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
+    command
+        .args([subcommand, "--config"])
+        .arg(&config)
+        .env_clear()
+        .env("KUBECONFIG", env.kubeconfig.as_ref().unwrap())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "info");
+    (Managed::spawn(name, command, &env.dir).unwrap(), metrics)
+}
+
+fn merge(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
+    match (base, extra) {
+        (serde_yaml::Value::Mapping(base), serde_yaml::Value::Mapping(extra)) => {
+            for (key, value) in extra {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, extra) => *base = extra,
+    }
+}
+
+pub fn http_get(address: &str, path: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{address}{path}"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (code.to_owned(), body.to_owned())
+}
+
+/// The CRD, the operator namespace and the copy pods' service account (as the chart makes them).
+pub async fn prepare_cluster(env: &TestEnv) {
+    let client = env.client();
+    env.install_crd().await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "privateer");
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "privateer-copy"}}))
+            .unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+}
+
+/// Wait until the mirror reaches `phase`; the controller's log tail on timeout.
+pub async fn wait_for_phase(
+    mirrors: &Api<ImageMirror>,
+    name: &str,
+    phase: Phase,
+    controller: &Managed,
+) -> ImageMirror {
+    let reached = await_condition(mirrors.clone(), name, move |m: Option<&ImageMirror>| {
+        m.is_some_and(|m| m.phase() == phase)
+    });
+    match tokio::time::timeout(Duration::from_secs(90), reached).await {
+        Ok(Ok(Some(mirror))) => mirror,
+        _ => {
+            let now = mirrors.get(name).await.ok();
+            panic!(
+                "{name} did not reach {phase:?}: {:?}\ncontroller log:\n{}",
+                now.and_then(|m| m.status),
+                controller.log_tail(40)
+            )
+        }
+    }
+}
+
+pub async fn wait_for_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&Pod) -> bool,
+) -> Pod {
+    for _ in 0..200 {
+        let pod = pods.get(name).await.unwrap();
+        if done(&pod) {
+            return pod;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("pod {name}: {what} did not happen in 40 s")
+}
+
+pub fn ungated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_none_or(Vec::is_empty)
+}

@@ -1,0 +1,257 @@
+//! The webhooks end to end: `privateer run` registered with the real API server through
+//! Mutating- and ValidatingWebhookConfigurations (`clientConfig.url` → 127.0.0.1, `caBundle`);
+//! Pods created through the API server are stored rewritten and gated, released once the
+//! controller has mirrored them, denied by policy with a message, dryRun creates nothing, an
+//! ephemeral container records its mirror, and with privateer stopped Pods are still admitted.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use privateer_api::{ImageMirror, names};
+use privateer_e2e::TestEnv;
+use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
+use privateer_e2e::moto::{ACCOUNT, REGION};
+use privateer_e2e::pki::Ca;
+use privateer_e2e::process::{Managed, free_port};
+use privateer_e2e::registry::oci_client;
+use privateer_image::{Reference, object_name};
+use serde_json::json;
+
+mod common;
+use common::*;
+
+fn pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    }))
+    .unwrap()
+}
+
+fn mirror_name(image: &str) -> String {
+    object_name(&Reference::parse(image).unwrap())
+}
+
+/// Register privateer's webhooks as the chart does, pointing at `url` on this machine.
+async fn register(client: &kube::Client, url: &str, ca_pem: &str) {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let skip = json!({"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "privateer"]},
+        {"key": names::SKIP, "operator": "NotIn", "values": ["true"]}]});
+    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "privateer"},
+        "webhooks": [{
+            "name": "mutate.privateer.dev",
+            "clientConfig": {"url": format!("{url}/mutate"), "caBundle": ca},
+            "rules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]},
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/ephemeralcontainers"]}],
+            "failurePolicy": "Ignore", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 10,
+            "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"],
+            "namespaceSelector": skip,
+        }]
+    }))
+    .unwrap();
+    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "privateer"},
+        "webhooks": [{
+            "name": "validate.privateer.dev",
+            "clientConfig": {"url": format!("{url}/validate"), "caBundle": ca},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 10,
+            "admissionReviewVersions": ["v1"], "namespaceSelector": skip,
+        }]
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&pp, &mutating)
+        .await
+        .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&pp, &validating)
+        .await
+        .unwrap();
+}
+
+async fn wait_ready(metrics: &str, process: &Managed) {
+    for _ in 0..150 {
+        if http_get(metrics, "/readyz").0 == "200" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "privateer run never became ready:\n{}",
+        process.log_tail(40)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
+    let Some(env) = TestEnv::full()
+        .start_or_skip("webhook end to end")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let client = env.client();
+    prepare_cluster(&env).await;
+    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &apps)
+        .await
+        .unwrap();
+    let source = env.source.as_ref().unwrap();
+    let pusher = Pusher::new(oci_client(), source.auth());
+    let index = Index::multi_platform(Format::Oci, &["linux/amd64", "linux/arm64"], 21, 2048);
+    pusher
+        .push_index(&source.host, "library/nginx", "1.27", &index)
+        .await
+        .unwrap();
+    let busybox = Image::new(Format::Oci, "linux/amd64", vec![layer(22, 1024)]);
+    pusher
+        .push_image(&source.host, "library/busybox", "1.36", &busybox)
+        .await
+        .unwrap();
+
+    let ca = Ca::new("privateer-webhook-ca").unwrap();
+    let cert = ca.serving_cert(&env.dir, "webhook", &[]).unwrap();
+    let port = free_port().unwrap();
+    let extra = format!(
+        "webhook:
+  listen: 127.0.0.1:{port}
+  tlsCertFile: {}
+  tlsKeyFile: {}
+  gateTimeout: 120s
+policy:
+  denyLatest: {{enabled: true}}
+",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (mut privateer, metrics) = start_operator(&env, "run", "run", &extra);
+    wait_ready(&metrics, &privateer).await;
+    register(&client, &format!("https://127.0.0.1:{port}"), &ca.cert_pem).await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    let mirrors: Api<ImageMirror> = Api::all(client.clone());
+    let pp = PostParams::default();
+    let target = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mirror/docker.io/library");
+
+    // Gate: stored rewritten, gated, labelled, with the originals recorded.
+    let stored = pods.create(&pp, &pod("web", "nginx:1.27")).await.unwrap();
+    let spec = stored.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some(format!("{target}/nginx:1.27").as_str())
+    );
+    let gates: Vec<&str> = spec
+        .scheduling_gates
+        .iter()
+        .flatten()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(gates, [names::SCHEDULING_GATE]);
+    assert_eq!(
+        stored.labels().get(names::LABEL_GATED).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        stored
+            .annotations()
+            .get(names::ANNOTATION_ORIGINAL_IMAGES)
+            .map(String::as_str),
+        Some(r#"{"app":"nginx:1.27"}"#)
+    );
+    let recorded = mirrors.get(&mirror_name("nginx:1.27")).await.unwrap();
+    assert_eq!(recorded.spec.source, "docker.io/library/nginx:1.27");
+    assert_eq!(
+        recorded
+            .annotations()
+            .get(names::ANNOTATION_CREATED_BY)
+            .map(String::as_str),
+        Some("webhook")
+    );
+
+    // The controller in the same process mirrors it and releases the gate.
+    let released = wait_for_pod(&pods, "web", "release of the gate", ungated).await;
+    assert!(!released.labels().contains_key(names::LABEL_GATED));
+    let image = released.spec.unwrap().containers[0].image.clone().unwrap();
+    assert!(image.starts_with(&format!("{target}/nginx")), "{image}");
+
+    // A second Pod of the same image is rewritten to the Ready mirror, pinned, and not gated.
+    let second = pods.create(&pp, &pod("web-2", "nginx:1.27")).await.unwrap();
+    let spec = second.spec.unwrap();
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some(format!("{target}/nginx:1.27@{}", index.manifest.digest).as_str())
+    );
+    assert!(spec.scheduling_gates.is_none_or(|g| g.is_empty()));
+
+    // Policy: denied through the API server with container, image and rule named.
+    let denied = pods
+        .create(&pp, &pod("latest", "busybox:latest"))
+        .await
+        .unwrap_err();
+    let message = denied.to_string();
+    assert!(
+        message.contains("container \"app\"") && message.contains("denyLatest"),
+        "{message}"
+    );
+
+    // dryRun: the answer shows the rewrite, nothing is recorded.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let shown = pods.create(&dry, &pod("dry", "redis:7.2")).await.unwrap();
+    assert!(
+        shown.spec.unwrap().containers[0]
+            .image
+            .as_deref()
+            .unwrap()
+            .starts_with(&target)
+    );
+    assert!(
+        mirrors
+            .get_opt(&mirror_name("redis:7.2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(pods.get_opt("dry").await.unwrap().is_none());
+
+    // An ephemeral container (pods/ephemeralcontainers UPDATE) records its mirror.
+    let debug = json!({"spec": {"ephemeralContainers": [
+        {"name": "debug", "image": "busybox:1.36", "targetContainerName": "app"}]}});
+    pods.patch_ephemeral_containers("web", &PatchParams::default(), &Patch::Strategic(debug))
+        .await
+        .unwrap();
+    assert!(
+        mirrors
+            .get_opt(&mirror_name("busybox:1.36"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // privateer stopped: failurePolicy Ignore admits Pods as they are.
+    privateer.stop();
+    let unchanged = pods
+        .create(&pp, &pod("while-down", "nginx:1.27"))
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged.spec.unwrap().containers[0].image.as_deref(),
+        Some("nginx:1.27")
+    );
+}
