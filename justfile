@@ -60,12 +60,17 @@ dev-status:
 _target-dir:
     @cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'
 
-# Benchmarks on loopback registries (release build); `just bench copy` compares `privateer copy`
-# with `skopeo copy --all` and a raw parallel stream. The table also lands in target/bench/.
+# Benchmarks on loopback (release build); the table also lands in target/bench/.
+# `just bench copy`: `privateer copy` vs `skopeo copy --all` vs a raw parallel stream.
+# `just bench webhook`: /mutate under oha at concurrency 1, 16, 64 and at 2,000 requests/s.
 bench what="copy" runs="5":
     #!/usr/bin/env bash
     set -euo pipefail
     bash tests/setup.sh
+    export PATH="{{cache}}/bin:$PATH"
+    if [ "{{what}}" = webhook ] && ! command -v oha >/dev/null; then
+        cargo install --locked oha --version 1.16.0 --root "{{cache}}"
+    fi
     cargo build --release -q -p privateer -p privateer-e2e --bin privateer --bin privateer-bench
     release="$(just _target-dir)/release"
     "$release/privateer-bench" {{what}} --runs {{runs}} --privateer "$release/privateer" --out target/bench/{{what}}.md

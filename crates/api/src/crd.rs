@@ -62,8 +62,8 @@ pub struct ImageMirrorSpec {
     /// How often a tag is resolved upstream again, and copied again if it moved
     /// (a Go duration such as `6h`). Unset: the configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
-    pub refresh_interval: Option<kube::core::Duration>,
+    #[schemars(regex(pattern = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h)){1,6}$"))]
+    pub refresh_interval: Option<crate::Duration>,
 
     /// A `kubernetes.io/dockerconfigjson` Secret in privateer's namespace with credentials
     /// for a private source.

@@ -3,12 +3,14 @@
 
 pub mod config;
 pub mod crd;
+mod duration;
 pub mod names;
 
 pub use config::Config;
 pub use crd::{
     DeletionPolicy, ImageMirror, ImageMirrorSpec, ImageMirrorStatus, Phase, SecretReference,
 };
+pub use duration::Duration;
 
 use kube::CustomResourceExt;
 

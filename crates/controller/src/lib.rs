@@ -21,6 +21,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
@@ -264,7 +265,7 @@ fn hostname() -> String {
 
 /// The three loops, until `stop` is cancelled.
 async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
-    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let mirrors: Api<DeserializeGuard<ImageMirror>> = Api::all(ctx.client.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
@@ -277,7 +278,7 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let mirrors_done = controller
         .owns(jobs, owned)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile::reconcile, error_policy, ctx.clone())
+        .run(reconcile_guarded, error_policy, ctx.clone())
         .for_each(move |result| {
             let metrics = metrics.clone();
             async move {
@@ -304,15 +305,62 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     set_mirror_cache(&ctx, None);
 }
 
-fn set_mirror_cache(ctx: &Context, store: Option<kube::runtime::reflector::Store<ImageMirror>>) {
+fn set_mirror_cache(
+    ctx: &Context,
+    store: Option<kube::runtime::reflector::Store<DeserializeGuard<ImageMirror>>>,
+) {
     *ctx.mirror_cache
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = store;
 }
 
+/// A mirror that does not deserialize (an out-of-range duration, a field from another
+/// version) gets a Warning Event and waits for a fix; the others carry on.
+async fn reconcile_guarded(
+    object: Arc<DeserializeGuard<ImageMirror>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &object.0 {
+        Ok(mirror) => reconcile::reconcile(Arc::new(mirror.clone()), ctx).await,
+        Err(invalid) => {
+            let name = invalid.metadata.name.clone().unwrap_or_default();
+            tracing::warn!(mirror = %name, "not reconciled, the object does not parse: {}", invalid.error);
+            let event = kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Warning,
+                reason: "InvalidObject".into(),
+                note: Some(format!(
+                    "privateer cannot read this ImageMirror: {}",
+                    invalid.error
+                )),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let reference = k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some(format!("{}/v1alpha1", names::API_GROUP)),
+                kind: Some("ImageMirror".into()),
+                name: Some(name),
+                uid: invalid.metadata.uid.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                tracing::debug!("event: {e}");
+            }
+            Ok(Action::await_change())
+        }
+    }
+}
+
 /// Errors that escaped the pipeline (the API server, a Secret): try again soon. Failures of
 /// the copy itself are recorded in status with their own backoff.
-fn error_policy(mirror: Arc<ImageMirror>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(mirror = %mirror.metadata.name.clone().unwrap_or_default(), "{error}");
+fn error_policy(
+    mirror: Arc<DeserializeGuard<ImageMirror>>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    let name = match &mirror.0 {
+        Ok(m) => m.metadata.name.clone(),
+        Err(invalid) => invalid.metadata.name.clone(),
+    };
+    tracing::warn!(mirror = %name.unwrap_or_default(), "{error}");
     Action::requeue(Duration::from_secs(15))
 }

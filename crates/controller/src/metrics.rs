@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use privateer_api::{ImageMirror, Phase};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -37,7 +38,8 @@ pub struct Metrics {
 
 /// The ImageMirror reflector of the running controller (none while standing by); shared by
 /// the gate releaser (no API call per gated Pod) and the phase gauges.
-pub type MirrorCache = Arc<std::sync::Mutex<Option<Store<ImageMirror>>>>;
+/// Objects that do not deserialize are held as errors, so one bad object never stops the watch.
+pub type MirrorCache = Arc<std::sync::Mutex<Option<Store<DeserializeGuard<ImageMirror>>>>>;
 
 impl Metrics {
     pub fn new(mirror_cache: MirrorCache) -> Self {
@@ -102,7 +104,11 @@ impl Metrics {
                 Phase::Ready,
                 Phase::Failed,
             ] {
-                let count = store.state().iter().filter(|m| m.phase() == phase).count();
+                let count = store
+                    .state()
+                    .iter()
+                    .filter(|m| m.0.as_ref().is_ok_and(|m| m.phase() == phase))
+                    .count();
                 self.mirrors
                     .get_or_create(&PhaseLabel {
                         phase: phase.as_str().to_owned(),

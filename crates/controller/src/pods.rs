@@ -10,6 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
@@ -29,7 +30,7 @@ pub async fn run_gate_releaser(
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let controller = Controller::new(pods, watcher::Config::default().labels(names::LABEL_GATED));
     let store = controller.store();
-    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let mirrors: Api<DeserializeGuard<ImageMirror>> = Api::all(ctx.client.clone());
     controller
         .watches(mirrors, watcher::Config::default(), move |mirror| {
             let name = mirror.name_any();
@@ -81,7 +82,9 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
     let mirrors = needed_mirrors(&original_images(&pod).unwrap_or_default())
         .into_iter()
         .map(|name| {
-            let mirror = cache.get(&ObjectRef::new(&name)).map(|m| (*m).clone());
+            let mirror = cache
+                .get(&ObjectRef::new(&name))
+                .and_then(|m| m.0.as_ref().ok().cloned());
             (name, mirror)
         })
         .collect::<BTreeMap<_, _>>();

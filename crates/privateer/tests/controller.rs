@@ -58,6 +58,19 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         .push_index(&source.host, "library/nginx", "1.27", &index)
         .await
         .unwrap();
+    // A mirror that passes the CRD schema but not deserialization (999999999h is over 100 years)
+    // must not stop the watch for the others.
+    let resource = kube::api::ApiResource::erase::<ImageMirror>(&());
+    let raw: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
+    let malformed: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "privateer.dev/v1alpha1", "kind": "ImageMirror",
+        "metadata": {"name": "malformed"},
+        "spec": {"source": "busybox:1", "refreshInterval": "999999999h"}
+    }))
+    .unwrap();
+    raw.create(&PostParams::default(), &malformed)
+        .await
+        .unwrap();
     let (controller, metrics) = start_controller(&env);
     let mirrors: Api<ImageMirror> = Api::all(client.clone());
     let pp = PostParams::default();

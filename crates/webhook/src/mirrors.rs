@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PartialObjectMeta, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use privateer_api::{ImageMirror, ImageMirrorSpec, Phase, names};
@@ -23,7 +24,8 @@ const RECENTLY_CREATED: Duration = Duration::from_secs(60);
 
 pub struct Cluster {
     client: kube::Client,
-    mirrors: Store<ImageMirror>,
+    /// Objects that do not deserialize are held as errors: one bad object never stops the watch.
+    mirrors: Store<DeserializeGuard<ImageMirror>>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     recently_created: Mutex<HashMap<String, Instant>>,
     create_timeout: Duration,
@@ -46,7 +48,7 @@ impl Cluster {
         let stream = reflector(
             writer,
             watcher(
-                Api::<ImageMirror>::all(client.clone()),
+                Api::<DeserializeGuard<ImageMirror>>::all(client.clone()),
                 watcher::Config::default().any_semantic(),
             ),
         );
@@ -76,7 +78,9 @@ impl Cluster {
     }
 
     pub fn mirror(&self, name: &str) -> Option<MirrorView> {
-        self.mirrors.get(&ObjectRef::new(name)).map(|m| MirrorView {
+        let mirror = self.mirrors.get(&ObjectRef::new(name))?;
+        let m = mirror.0.as_ref().ok()?;
+        Some(MirrorView {
             phase: m.phase(),
             target_image: m.status.as_ref().and_then(|s| s.target_image.clone()),
             spec_target: m.spec.target.clone(),

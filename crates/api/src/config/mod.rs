@@ -7,7 +7,7 @@ mod validate;
 
 use std::collections::BTreeMap;
 
-use kube::core::Duration;
+use crate::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use enums::{

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use kube::core::Duration;
+use crate::Duration;
 use privateer_image::{TargetNaming, is_dns1123_subdomain, validate_domain};
 
 use super::load::Problem;

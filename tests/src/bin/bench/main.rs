@@ -1,3 +1,5 @@
+//! `privateer-bench webhook`: see `webhook.rs`.
+//!
 //! `privateer-bench copy`: `privateer copy` against `skopeo copy --all` and a raw parallel
 //! stream of the same blobs (curl GET piped into curl PUT), between two `docker-registry`
 //! instances on loopback. Each run copies into a fresh target registry; tools alternate within
@@ -14,7 +16,11 @@ use privateer_e2e::process::{Measured, run_measured};
 use privateer_e2e::registry::{Registry, oci_client};
 use privateer_e2e::tools;
 
+mod webhook;
+
 struct Args {
+    /// `webhook` instead of `copy`.
+    webhook: bool,
     runs: usize,
     privateer: PathBuf,
     out: Option<PathBuf>,
@@ -22,11 +28,15 @@ struct Args {
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("copy") => {}
-        _ => bail!("usage: privateer-bench copy [--runs N] [--privateer PATH] [--out FILE]"),
-    }
+    let webhook = match args.next().as_deref() {
+        Some("copy") => false,
+        Some("webhook") => true,
+        _ => {
+            bail!("usage: privateer-bench copy|webhook [--runs N] [--privateer PATH] [--out FILE]")
+        }
+    };
     let mut parsed = Args {
+        webhook,
         runs: 5,
         privateer: tools::privateer_binary(),
         out: None,
@@ -279,6 +289,9 @@ fn report(subjects: &[Subject], all: &[Samples], runs: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    if args.webhook {
+        return webhook::main(&args);
+    }
     tools::require(&[tools::docker_registry()])?;
     for program in ["skopeo", "curl"] {
         if Command::new(program).arg("--version").output().is_err() {
