@@ -50,6 +50,8 @@ enum ConfigCommand {
         /// The configuration file (YAML).
         file: PathBuf,
     },
+    /// Print the JSON schema of the configuration file.
+    Schema,
     /// Print the configuration with every default filled in.
     Show {
         /// The configuration file; without it, the defaults alone.
@@ -69,6 +71,11 @@ fn main() -> ExitCode {
             .map(|_| format!("{}: ok\n", file.display()))
             .map_err(Into::into),
         Command::Config(ConfigCommand::Show { file }) => show_config(file),
+        Command::Config(ConfigCommand::Schema) => {
+            serde_json::to_string_pretty(&privateer_api::config::json_schema())
+                .map(|text| text + "\n")
+                .map_err(Into::into)
+        }
         Command::Target(command) => target_cmd::run(command),
         Command::Copy(args) => copy_cmd::run(*args),
         Command::Controller(args) => operator_cmd::run(args, operator_cmd::Parts::Controller),

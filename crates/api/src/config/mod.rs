@@ -8,6 +8,7 @@ mod validate;
 use std::collections::BTreeMap;
 
 use crate::Duration;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use enums::{
@@ -21,7 +22,7 @@ fn secs(n: u64) -> Duration {
 }
 
 /// The whole configuration.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Config {
     /// The namespace privateer runs in: copy Jobs, credentials Secrets, the leader Lease.
@@ -51,7 +52,7 @@ impl Default for Config {
 }
 
 /// The registry images are mirrored into.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TargetConfig {
     pub kind: TargetKind,
@@ -83,7 +84,7 @@ impl Default for TargetConfig {
 }
 
 /// How ECR repositories are created, and how ECR is reached.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EcrConfig {
     /// AWS region; empty: read from the registry host.
@@ -125,7 +126,7 @@ impl Default for EcrConfig {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EncryptionConfig {
     #[serde(rename = "type")]
@@ -144,7 +145,7 @@ impl Default for EncryptionConfig {
 }
 
 /// Which source registries are mirrored, and how they are reached.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SourcesConfig {
     /// Registries to mirror: `*` (all), a host (`docker.io`), or `*.example.com`. Empty: none
@@ -185,7 +186,7 @@ impl Default for SourcesConfig {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SourceCredentials {
     /// The source registry host these credentials are for.
@@ -194,7 +195,7 @@ pub struct SourceCredentials {
     pub secret_name: String,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EndpointOverride {
     /// `http://` or `https://` URL of the registry to pull from instead.
@@ -204,7 +205,7 @@ pub struct EndpointOverride {
 }
 
 /// The admission webhooks: server, rewriting and pod mutation.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// HTTPS listen address.
@@ -252,7 +253,7 @@ impl Default for WebhookConfig {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PullSecretsConfig {
     /// Secret names added to mutated pods' imagePullSecrets.
@@ -270,7 +271,7 @@ impl Default for PullSecretsConfig {
 }
 
 /// Validating rules; each off unless enabled.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct PolicyConfig {
     pub allowed_registries: AllowedRegistries,
@@ -283,13 +284,13 @@ pub struct PolicyConfig {
     pub ecr_compliance: EcrCompliance,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Toggle {
     pub enabled: bool,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AllowedRegistries {
     pub enabled: bool,
@@ -297,7 +298,7 @@ pub struct AllowedRegistries {
     pub registries: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EcrCompliance {
     pub enabled: bool,
@@ -325,7 +326,7 @@ impl Default for EcrCompliance {
 }
 
 /// How images are copied.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct CopyConfig {
     pub executor: CopyExecutor,
@@ -351,7 +352,7 @@ impl Default for CopyConfig {
 }
 
 /// The copy Job's pod.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct JobConfig {
     /// The image that runs `privateer copy`; empty: privateer's own image.
@@ -382,7 +383,7 @@ impl Default for JobConfig {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Resources {
     pub requests: BTreeMap<String, String>,
@@ -405,7 +406,7 @@ impl Default for Resources {
 }
 
 /// The reconciler.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ControllerConfig {
     pub leader_election: LeaderElection,
@@ -427,7 +428,7 @@ impl Default for ControllerConfig {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LeaderElection {
     pub enabled: bool,
@@ -447,7 +448,7 @@ impl Default for LeaderElection {
 
 /// Backoff for transient failures: initial, doubling with jitter up to max; after maxAttempts
 /// the phase is Failed and retries slow to slowRetryInterval.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RetryConfig {
     pub initial_backoff: Duration,
@@ -468,7 +469,7 @@ impl Default for RetryConfig {
 }
 
 /// Health (`/healthz`, `/readyz`) and Prometheus `/metrics`, plain HTTP.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub listen: String,
@@ -480,4 +481,12 @@ impl Default for MetricsConfig {
             listen: "0.0.0.0:8080".into(),
         }
     }
+}
+
+/// The JSON schema of the configuration file (the Helm chart validates `config` with it).
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<Config>();
+    schema.to_value()
 }
