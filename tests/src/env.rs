@@ -91,6 +91,23 @@ impl TestEnv {
         command
     }
 
+    /// `helm` against this control plane, its cache and configuration kept in the environment's
+    /// directory (nothing written to `$HOME`).
+    pub fn helm(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(self.bin_dir.join("helm"));
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        for (var, dir) in [
+            ("HELM_CACHE_HOME", "helm/cache"),
+            ("HELM_CONFIG_HOME", "helm/config"),
+            ("HELM_DATA_HOME", "helm/data"),
+        ] {
+            command.env(var, self.dir.join(dir));
+        }
+        command
+    }
+
     /// Install the ImageMirror CRD (as generated into `crd/`) and wait until it is served.
     pub async fn install_crd(&self) -> anyhow::Result<()> {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -194,3 +194,40 @@ fn usage_errors_exit_2() {
     let out = privateer(&["image", "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The chart's copies of generated files match the Rust types (`just generate` rewrites them).
+#[test]
+fn chart_crd_and_values_schema_are_generated() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let chart_crd = std::fs::read_to_string(format!(
+        "{root}/charts/privateer/crds/imagemirrors.privateer.dev.yaml"
+    ))
+    .unwrap();
+    assert_eq!(
+        chart_crd,
+        ok(&["crd"]),
+        "charts/privateer/crds drifted: run `just generate`"
+    );
+
+    let dir = std::env::temp_dir().join(format!("privateer-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_schema = dir.join("config.schema.json");
+    std::fs::write(&config_schema, ok(&["config", "schema"])).unwrap();
+    let generated = dir.join("values.schema.json");
+    let status = Command::new("python3")
+        .arg(format!("{root}/tests/chart_schema.py"))
+        .arg(format!("{root}/charts/privateer/values.schema.base.json"))
+        .arg(&config_schema)
+        .arg(&generated)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let checked_in =
+        std::fs::read_to_string(format!("{root}/charts/privateer/values.schema.json")).unwrap();
+    assert_eq!(
+        checked_in,
+        std::fs::read_to_string(&generated).unwrap(),
+        "charts/privateer/values.schema.json drifted: run `just generate`"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
