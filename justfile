@@ -89,18 +89,91 @@ fuzz seconds="60":
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain here accept them.
     RUSTC_BOOTSTRAP=1 cargo fuzz run reference -- -max_total_time={{seconds}}
 
-# What privateer does with image references (the cluster demo arrives with the Helm/demo issue).
+# The main job on the local control plane: mirror, rewrite, gate, release, deny. Leaves the
+# environment up for exploring (`just dev-down` stops it, privateer included).
 demo:
     #!/usr/bin/env bash
     set -euo pipefail
-    cargo build -q -p privateer
-    bin="$(just _target-dir)/debug/privateer"
-    registry=123456789012.dkr.ecr.eu-west-1.amazonaws.com
-    echo "How privateer names what it mirrors into $registry (prefix: mirror):"
-    for ref in nginx:1.27 quay.io/prometheus/node-exporter:v1.8.0 registry.k8s.io/pause:3.10 localhost:5000/team/app:v2; do
-        printf '  %-42s -> %s\n' "$ref" "$("$bin" image target "$ref" --registry "$registry")"
-        printf '  %-42s    ImageMirror %s\n' "" "$("$bin" image name "$ref")"
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+    step "Starting the local environment (control plane, registries, ECR emulator)"
+    just dev-up | grep -E '^environment|already runs'
+    source target/dev/env
+    bin="$(just _target-dir)/debug"
+    step "Seeding the stand-in for Docker Hub"
+    "$bin/privateer-dev" seed
+    echo "(docker.io is served from $PRIVATEER_SOURCE_REGISTRY through sources.endpoints in the config)"
+    # The dev configuration, with the :latest rule on.
+    sed '/^  denyLatest:/{n;s/enabled: false/enabled: true/}' "$PRIVATEER_DEV_CONFIG" > target/dev/demo-config.yaml
+    step "Installing the CRD and the webhooks (the Helm chart, webhooks calling this machine)"
+    just dev-install target/dev/demo-config.yaml
+    step "Running privateer (webhook + controller) in the background; log: target/dev/privateer.log"
+    if [ -f target/dev/privateer.pid ] && kill -0 "$(cat target/dev/privateer.pid)" 2>/dev/null; then
+        kill "$(cat target/dev/privateer.pid)"; sleep 1
+    fi
+    nohup "$bin/privateer" run --config target/dev/demo-config.yaml > target/dev/privateer.log 2>&1 &
+    echo $! > target/dev/privateer.pid
+    echo $! >> target/dev/pids
+    metrics="$(sed -n '/^metrics:/,/^[a-z]/s/^  listen: //p' target/dev/demo-config.yaml)"
+    for _ in $(seq 100); do curl -sf "http://$metrics/readyz" >/dev/null && break; sleep 0.2; done
+    curl -sf "http://$metrics/readyz" >/dev/null || { tail -n 20 target/dev/privateer.log; exit 1; }
+    echo "ready: /metrics, /healthz, /readyz on http://$metrics"
+    step "kubectl apply -f examples/prewarm.yaml; kubectl apply -f examples/deployment.yaml (nginx:1.27)"
+    kubectl apply -f examples/prewarm.yaml
+    kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    kubectl apply -f examples/deployment.yaml
+    pod_columns='NAME:.metadata.name,IMAGE:.spec.containers[0].image,GATES:.spec.schedulingGates[*].name'
+    for _ in $(seq 50); do [ -n "$(kubectl -n demo get pods -o name)" ] && break; sleep 0.2; done
+    step "The Pod as stored: rewritten to ECR, held by the privateer.dev/mirror gate"
+    kubectl -n demo get pods -o custom-columns="$pod_columns"
+    step "kubectl get imagemirrors (until every mirror is Ready)"
+    for _ in $(seq 120); do
+        phases="$(kubectl get imagemirrors -o jsonpath='{.items[*].status.phase}')"
+        [ -n "$phases" ] && [ -z "$(tr ' ' '\n' <<< "$phases" | grep -v '^Ready$' || true)" ] && break
+        sleep 0.5
     done
-    echo "An invalid reference is refused with the reason:"
-    "$bin" image normalize 'docker.io/Library/nginx' 2>&1 | sed 's/^/  /' || true
-    echo "The end-to-end demo on a local control plane ('kubectl get imagemirrors' going Ready) is not built yet."
+    kubectl get imagemirrors
+    for _ in $(seq 60); do
+        [ -z "$(kubectl -n demo get pods -o jsonpath='{.items[*].spec.schedulingGates}')" ] && break
+        sleep 0.5
+    done
+    step "The Pod, released from its gate (no container runtime here, so it stays Pending)"
+    kubectl -n demo get pods -o custom-columns="$pod_columns"
+    step "kubectl -n demo run latest --image=busybox:latest (policy denyLatest)"
+    kubectl -n demo run latest --image=busybox:latest 2>&1 | fold -s -w 100 || true
+    step "Where to look next"
+    echo "  source target/dev/env             # kubectl, helm, KUBECONFIG for this environment"
+    echo "  kubectl get imagemirrors -o wide  # Target column: the image pinned by digest"
+    echo "  kubectl describe imagemirror docker.io-library-nginx-1.27-6965a10c1529"
+    echo "  curl -s http://$metrics/metrics | grep privateer_"
+    echo "  less target/dev/privateer.log"
+    echo "  just dev-down                     # stop everything"
+
+# Install the CRD, RBAC and the webhook configurations for a privateer running on this machine
+# (the Helm chart with no replicas: certificate from the local CA, clientConfig.url here).
+dev-install config="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -f target/dev/env ] || { echo "the environment is not up: run just dev-up"; exit 1; }
+    source target/dev/env
+    config="{{config}}"
+    config="${config:-$PRIVATEER_DEV_CONFIG}"
+    { echo "config:"; sed 's/^/  /' "$config"; } > target/dev/dev-values.yaml
+    kubectl create namespace privateer --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    kubectl -n privateer create secret tls privateer-dev-tls --cert target/dev/webhook.crt \
+        --key target/dev/webhook.key --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    helm upgrade --install privateer charts/privateer -n privateer -f target/dev/dev-values.yaml \
+        --set replicaCount=0 --set podDisruptionBudget.enabled=false \
+        --set webhook.url="$PRIVATEER_DEV_WEBHOOK_URL" --set tls.mode=secret \
+        --set tls.secretName=privateer-dev-tls --set tls.caBundle="$(base64 -w0 "$PRIVATEER_DEV_CA")" >/dev/null
+    echo "installed the chart (0 replicas): CRD, RBAC, webhooks calling $PRIVATEER_DEV_WEBHOOK_URL"
+    echo "run privateer against it with: just dev-run"
+
+# Run `privateer run` in the foreground against the local environment (after dev-install).
+dev-run config="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -f target/dev/env ] || { echo "the environment is not up: run just dev-up"; exit 1; }
+    source target/dev/env
+    cargo build -q -p privateer
+    config="{{config}}"
+    exec "$(just _target-dir)/debug/privateer" run --config "${config:-$PRIVATEER_DEV_CONFIG}"

@@ -12,9 +12,10 @@ use crate::process::{Managed, free_port};
 /// The admission plugins switched on besides the defaults (webhooks are on by default; named
 /// so that a future default change cannot silently drop them).
 const ADMISSION_PLUGINS: &str = "NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy";
-/// What kube-controller-manager runs: Jobs, garbage collection, service accounts and their
-/// tokens, namespace deletion, TTL of finished Jobs.
-const CONTROLLERS: &str = "job-controller,garbage-collector-controller,serviceaccount-token-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller";
+/// What kube-controller-manager runs: Jobs, Deployments and ReplicaSets (the demo's workload),
+/// garbage collection, service accounts and their tokens, namespace deletion, TTL of finished
+/// Jobs.
+const CONTROLLERS: &str = "job-controller,deployment-controller,replicaset-controller,garbage-collector-controller,serviceaccount-token-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller";
 
 pub struct ControlPlane {
     pub url: String,

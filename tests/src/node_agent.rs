@@ -2,7 +2,8 @@
 //!
 //! It registers a Ready `Node`, binds unscheduled Pods that carry no scheduling gates to it,
 //! runs the Pods bound to it by executing their command on this machine — the `privateer`
-//! binary only; any other program is refused with a Failed pod that says so — and writes the
+//! binary only; any other program is refused with a Failed pod that says so (a workload's pod
+//! stays unscheduled instead, so its ReplicaSet does not replace it in a loop) — and writes the
 //! Pod status (phase, container state, exit code, termination message). Deleted pods have their
 //! process killed and are then removed, as a kubelet confirms a deletion.
 
@@ -24,6 +25,16 @@ use tokio::sync::{Mutex, oneshot};
 pub const TERMINATION_MESSAGE_ENV: &str = "PRIVATEER_TERMINATION_MESSAGE_PATH";
 /// Kubelet's limit on a termination message.
 const MESSAGE_MAX: usize = 4096;
+
+/// Pods a controller replaces when they fail (ReplicaSet, StatefulSet, DaemonSet); Jobs count
+/// failures and are left to fail.
+fn owned_by_workload(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| matches!(o.kind.as_str(), "ReplicaSet" | "StatefulSet" | "DaemonSet"))
+}
 
 /// Stops the agent (and every process it runs) when dropped.
 pub struct NodeAgentHandle {
@@ -152,6 +163,22 @@ impl Agent {
                     .scheduling_gates
                     .as_ref()
                     .is_some_and(|g| !g.is_empty());
+                let init = spec.init_containers.clone().unwrap_or_default();
+                if let Err(reason) = self.check_runnable(&init, &spec.containers)
+                    && owned_by_workload(&pod)
+                {
+                    // A failed Pod of a ReplicaSet is replaced at once, and again: leave it
+                    // unscheduled instead, saying why, as a scheduler with no fitting node does.
+                    if !gated {
+                        let status = json!({"status": {"conditions": [{"type": "PodScheduled",
+                            "status": "False", "reason": "Unschedulable",
+                            "message": format!("{reason}; pods of workloads stay unscheduled here")}]}});
+                        let _ = pods
+                            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                            .await;
+                    }
+                    return Ok(());
+                }
                 if !gated && pod.metadata.deletion_timestamp.is_none() {
                     let binding = json!({"apiVersion": "v1", "kind": "Binding",
                         "metadata": {"name": name, "namespace": namespace},

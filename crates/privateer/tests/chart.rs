@@ -123,6 +123,29 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
             "{kind} missing"
         );
     }
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    for example in [
+        "values-eks.yaml",
+        "values-generic.yaml",
+        "values-policy-only.yaml",
+    ] {
+        let file = format!("{examples}/{example}");
+        run(
+            helm(
+                &env,
+                &[
+                    "template",
+                    "privateer",
+                    CHART,
+                    "-f",
+                    &file,
+                    "--kube-version",
+                    KUBE_VERSION,
+                ],
+            ),
+            example,
+        );
+    }
     // A typo in the values fails before anything reaches the cluster.
     let typo = helm(
         &env,
@@ -184,6 +207,15 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
         .await
         .unwrap();
     assert_eq!(deployment.spec.unwrap().replicas, Some(2));
+
+    // The examples are accepted by the API server as they are.
+    let mut apply = env.kubectl();
+    apply.args(["apply", "--dry-run=server", "-f"]);
+    apply.arg(format!("{examples}/prewarm.yaml"));
+    run(
+        apply,
+        "kubectl apply --dry-run=server examples/prewarm.yaml",
+    );
 
     // Upgrade: the certificate stays (no caBundle change while Pods roll).
     run(

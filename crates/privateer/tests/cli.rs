@@ -231,3 +231,21 @@ fn chart_crd_and_values_schema_are_generated() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// examples/prewarm.yaml names each ImageMirror as the webhook would, so Pods find them.
+#[test]
+fn prewarm_example_uses_the_webhooks_names() {
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/prewarm.yaml"
+    ));
+    let mut seen = 0;
+    for document in text.split("\n---\n").skip(1) {
+        let mirror: serde_yaml::Value = serde_yaml::from_str(document).unwrap();
+        let name = mirror["metadata"]["name"].as_str().unwrap();
+        let source = mirror["spec"]["source"].as_str().unwrap();
+        assert_eq!(ok(&["image", "name", source]).trim(), name, "{source}");
+        seen += 1;
+    }
+    assert!(seen >= 3);
+}

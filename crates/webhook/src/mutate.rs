@@ -275,6 +275,8 @@ fn is_candidate(source: &Reference, around: &Surroundings<'_>) -> bool {
         && around.config.sources.mirrors_registry(source.domain())
         && !around.config.webhook.exclude_images.iter().any(excluded)
         && !around.own_images.contains(&name)
+        // The validating webhook will refuse it: do not mirror it.
+        && crate::policy::source_denials(source, around.config).is_empty()
 }
 
 fn slots<'a>(pod: &'a Pod, existing_ephemeral: &[&str]) -> Vec<Slot<'a>> {

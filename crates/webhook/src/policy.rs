@@ -13,9 +13,10 @@ use privateer_image::Reference;
 pub struct Subject {
     pub container: String,
     pub image: String,
-    /// privateer rewrote this container (the Pod's `original-images` names it): a missing
-    /// repository is one the controller is about to create with the configured settings.
-    pub mirrored_by_privateer: bool,
+    /// The image the Pod asked for, when privateer rewrote it (the Pod's `original-images`).
+    /// The allow-list and `:latest` judge what was asked for, so a rewrite to the target never
+    /// launders an image; a missing repository is one the controller is about to create.
+    pub original: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,19 +47,17 @@ pub struct Denial {
     pub rule: Rule,
     pub container: String,
     pub image: String,
+    pub original: Option<String>,
     pub problem: String,
 }
 
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "container {:?} image {:?}: {} (policy {})",
-            self.container,
-            self.image,
-            self.problem,
-            self.rule.as_str()
-        )
+        write!(f, "container {:?} image {:?}", self.container, self.image)?;
+        if let Some(original) = &self.original {
+            write!(f, " (asked as {original:?})")?;
+        }
+        write!(f, ": {} (policy {})", self.problem, self.rule.as_str())
     }
 }
 
@@ -78,47 +77,24 @@ pub fn judge_static(subject: &Subject, config: &Config) -> Vec<Denial> {
         rule,
         container: subject.container.clone(),
         image: subject.image.clone(),
+        original: subject.original.clone(),
         problem,
     };
     let reference = match Reference::parse(&subject.image) {
         Ok(reference) => reference,
         Err(e) => return vec![deny(Rule::InvalidReference, e.to_string())],
     };
+    let asked = subject
+        .original
+        .as_deref()
+        .and_then(|o| Reference::parse(o).ok())
+        .unwrap_or_else(|| reference.clone());
     let policy = &config.policy;
     let target = config.target.registry.to_ascii_lowercase();
-    // The target registry is where privateer puts what it mirrors: always allowed.
-    let in_target = !target.is_empty() && reference.domain() == target;
-    let mut denials = Vec::new();
-    if policy.allowed_registries.enabled
-        && !in_target
-        && !policy
-            .allowed_registries
-            .registries
-            .iter()
-            .any(|entry| allows(entry, &reference))
-    {
-        denials.push(deny(
-            Rule::AllowedRegistries,
-            format!(
-                "{} is not in the allowed registries ({})",
-                reference.name(),
-                policy.allowed_registries.registries.join(", ")
-            ),
-        ));
-    }
-    if policy.deny_latest.enabled && reference.digest().is_none() {
-        match reference.tag() {
-            None => denials.push(deny(
-                Rule::DenyLatest,
-                "untagged images run whatever :latest is; name a version tag or a digest".into(),
-            )),
-            Some("latest") => denials.push(deny(
-                Rule::DenyLatest,
-                ":latest moves under running workloads; name a version tag or a digest".into(),
-            )),
-            Some(_) => {}
-        }
-    }
+    let mut denials: Vec<Denial> = source_denials(&asked, config)
+        .into_iter()
+        .map(|(rule, problem)| deny(rule, problem))
+        .collect();
     if policy.require_digest.enabled && reference.digest().is_none() {
         denials.push(deny(
             Rule::RequireDigest,
@@ -130,6 +106,47 @@ pub fn judge_static(subject: &Subject, config: &Config) -> Vec<Denial> {
             Rule::RequireTargetRegistry,
             format!("only images from {target} may run"),
         ));
+    }
+    denials
+}
+
+/// The rules about what a Pod asks for: the allow-list and `:latest`. The mutating webhook
+/// uses them too, so it never mirrors an image the validating webhook will refuse.
+pub fn source_denials(reference: &Reference, config: &Config) -> Vec<(Rule, String)> {
+    let policy = &config.policy;
+    let target = config.target.registry.to_ascii_lowercase();
+    // The target registry is where privateer puts what it mirrors: always allowed.
+    let in_target = !target.is_empty() && reference.domain() == target;
+    let mut denials = Vec::new();
+    if policy.allowed_registries.enabled
+        && !in_target
+        && !policy
+            .allowed_registries
+            .registries
+            .iter()
+            .any(|entry| allows(entry, reference))
+    {
+        denials.push((
+            Rule::AllowedRegistries,
+            format!(
+                "{} is not in the allowed registries ({})",
+                reference.name(),
+                policy.allowed_registries.registries.join(", ")
+            ),
+        ));
+    }
+    if policy.deny_latest.enabled && reference.digest().is_none() {
+        match reference.tag() {
+            None => denials.push((
+                Rule::DenyLatest,
+                "untagged images run whatever :latest is; name a version tag or a digest".into(),
+            )),
+            Some("latest") => denials.push((
+                Rule::DenyLatest,
+                ":latest moves under running workloads; name a version tag or a digest".into(),
+            )),
+            Some(_) => {}
+        }
     }
     denials
 }
@@ -183,6 +200,7 @@ pub fn judge_ecr(
             rule: Rule::EcrCompliance,
             container: subject.container.clone(),
             image: subject.image.clone(),
+            original: subject.original.clone(),
             problem,
         })
     };
@@ -196,7 +214,7 @@ pub fn judge_ecr(
     match facts {
         Answer::Unknown(why) => return unknown(why),
         Answer::NotApplicable => return None,
-        Answer::Known(RepositoryFacts::Missing) if subject.mirrored_by_privateer => {
+        Answer::Known(RepositoryFacts::Missing) if subject.original.is_some() => {
             // The controller creates it with the configured settings: judge those.
             let ecr = &config.target.ecr;
             if rules.require_tag_immutability && ecr.tag_mutability != TagMutability::Immutable {

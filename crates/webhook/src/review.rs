@@ -274,7 +274,7 @@ impl Webhook {
             .map(|(i, c)| Subject {
                 container: format!("containers[{i}]"),
                 image: c.image.clone(),
-                mirrored_by_privateer: false,
+                original: None,
             })
             .collect();
         let denials = self.judge(&subjects).await;
@@ -326,7 +326,7 @@ pub fn pod_subjects(pod: &Pod, old: Option<&Pod>) -> Vec<Subject> {
         image.map(|image| Subject {
             container: name.to_owned(),
             image: image.clone(),
-            mirrored_by_privateer: originals.contains_key(name),
+            original: originals.get(name).cloned(),
         })
     };
     let ephemeral = spec.ephemeral_containers.iter().flatten();

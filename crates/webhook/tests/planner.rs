@@ -379,3 +379,18 @@ fn pvc_without_class_gets_the_default_and_explicit_empty_is_kept() {
     explicit.spec.as_mut().unwrap().storage_class_name = Some(String::new());
     assert!(plan_pvc(&explicit, &config).is_empty());
 }
+
+#[test]
+fn images_the_policy_refuses_are_not_mirrored() {
+    let mut config = config();
+    config.policy.deny_latest.enabled = true;
+    let case = Case::new(config);
+    let source: Value = serde_json::json!({
+        "metadata": {"name": "one", "namespace": "apps"},
+        "spec": {"containers": [{"name": "a", "image": "busybox:latest"}, {"name": "b", "image": "busybox"},
+            {"name": "c", "image": "busybox:1.36"}]}
+    });
+    let plan = case.plan(&pod(&source), RewritePolicy::Gate);
+    assert_eq!(plan.rewritten.keys().collect::<Vec<_>>(), ["c"]);
+    assert_eq!(plan.create.len(), 1);
+}

@@ -17,7 +17,7 @@ fn subject(image: &str) -> Subject {
     Subject {
         container: "app".into(),
         image: image.into(),
-        mirrored_by_privateer: false,
+        original: None,
     }
 }
 
@@ -134,7 +134,7 @@ fn ecr_compliance_from_facts() {
     assert!(judge_ecr(&s, &config, &missing, None).is_some());
     // privateer rewrote it and is creating the repository with its own settings.
     let mut mirrored = s.clone();
-    mirrored.mirrored_by_privateer = true;
+    mirrored.original = Some("nginx:1.27".into());
     assert_eq!(judge_ecr(&mirrored, &config, &missing, None), None);
     let mut mutable = config.clone();
     mutable.target.ecr.tag_mutability = TagMutability::Mutable;
@@ -163,4 +163,37 @@ fn ecr_compliance_from_facts() {
         judge_ecr(&s, &config, &present(true, true), Some(&clean)),
         None
     );
+}
+
+#[test]
+fn a_rewrite_to_the_target_never_launders_what_was_asked_for() {
+    let mut config = Config::default();
+    config.target.registry = TARGET.into();
+    config.policy.allowed_registries.enabled = true;
+    config.policy.allowed_registries.registries = vec!["docker.io".into()];
+    config.policy.deny_latest.enabled = true;
+    let rewritten = |original: &str, image: &str| Subject {
+        container: "app".into(),
+        image: image.into(),
+        original: Some(original.into()),
+    };
+    let quay = rewritten(
+        "quay.io/evil/miner:1",
+        &format!("{TARGET}/mirror/quay.io/evil/miner:1"),
+    );
+    let denials = judge_static(&quay, &config);
+    assert_eq!(
+        denials.iter().map(|d| d.rule).collect::<Vec<_>>(),
+        [Rule::AllowedRegistries]
+    );
+    let text = message("pod", &denials);
+    assert!(
+        text.contains("(asked as \"quay.io/evil/miner:1\")"),
+        "{text}"
+    );
+    let nginx = rewritten(
+        "nginx:1.27",
+        &format!("{TARGET}/mirror/docker.io/library/nginx:1.27"),
+    );
+    assert!(judge_static(&nginx, &config).is_empty());
 }

@@ -2,7 +2,9 @@
 //!
 //! `up` starts everything, writes `<dir>/kubeconfig`, `<dir>/env` (source it) and
 //! `<dir>/config.yaml` (a privateer configuration wired to this environment), then keeps the
-//! environment until SIGTERM or SIGINT. `down` stops it; `status` says what runs.
+//! environment until SIGTERM or SIGINT. `down` stops it; `status` says what runs. `seed`
+//! pushes synthetic images under Docker Hub names into the "public" source registry (served
+//! for docker.io through the `sources.endpoints` override of the dev configuration).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,7 +14,7 @@ use privateer_api::Config;
 use privateer_e2e::process::{free_port, pid_alive};
 use privateer_e2e::{TestEnv, moto};
 
-const USAGE: &str = "usage: privateer-dev up|down|status [DIR] (default DIR: target/dev)";
+const USAGE: &str = "usage: privateer-dev up|down|status|seed [DIR] (default DIR: target/dev)";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         Some("up") => up(&dir).await,
         Some("down") => down(&dir),
         Some("status") => status(&dir),
+        Some("seed") => seed().await,
         _ => bail!(USAGE),
     }
 }
@@ -111,6 +114,46 @@ async fn up(dir: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(dir.join("env"));
     drop(env);
     let _ = std::fs::remove_file(dir.join("dev.pid"));
+    Ok(())
+}
+
+/// The images the demo and `examples/` use, under their Docker Hub names.
+async fn seed() -> anyhow::Result<()> {
+    use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
+    let host = std::env::var("PRIVATEER_SOURCE_REGISTRY")
+        .context("PRIVATEER_SOURCE_REGISTRY is not set: `source target/dev/env` first")?;
+    let pusher = Pusher::new(
+        privateer_e2e::registry::oci_client(),
+        oci_client::secrets::RegistryAuth::Anonymous,
+    );
+    let nginx = Index::multi_platform(Format::Oci, &["linux/amd64", "linux/arm64"], 501, 256 << 10);
+    pusher
+        .push_index(&host, "library/nginx", "1.27", &nginx)
+        .await?;
+    let alpine = Index::multi_platform(
+        Format::Docker,
+        &["linux/amd64", "linux/arm64", "linux/s390x"],
+        511,
+        128 << 10,
+    );
+    pusher
+        .push_index(&host, "library/alpine", "3.20", &alpine)
+        .await?;
+    for (repository, tag, seed) in [
+        ("library/busybox", "1.36", 521),
+        ("library/redis", "7.2", 531),
+    ] {
+        let image = Image::new(Format::Oci, "linux/amd64", vec![layer(seed, 192 << 10)]);
+        pusher.push_image(&host, repository, tag, &image).await?;
+        if repository == "library/busybox" {
+            pusher
+                .push_image(&host, repository, "latest", &image)
+                .await?;
+        }
+    }
+    println!(
+        "seeded {host} with docker.io/library/{{nginx:1.27, alpine:3.20, busybox:1.36, busybox:latest, redis:7.2}}"
+    );
     Ok(())
 }
 
