@@ -9,14 +9,15 @@ cache := env_var_or_default("PRIVATEER_CACHE", env_var("HOME") / ".cache/private
 default:
     @just --list
 
-# Regenerate checked-in files from the Rust types: the CRD (crd/ and the chart's crds/) and
-# the chart's values.schema.json.
+# Regenerate checked-in files from the Rust types: the CRD (crd/ and the chart's crds/), the
+# chart's values.schema.json and docs/configuration.md.
 generate:
     cargo run -q -p privateer -- crd > crd/imagemirrors.privateer.dev.yaml.tmp
     mv crd/imagemirrors.privateer.dev.yaml.tmp crd/imagemirrors.privateer.dev.yaml
     cp crd/imagemirrors.privateer.dev.yaml charts/privateer/crds/imagemirrors.privateer.dev.yaml
     cargo run -q -p privateer -- config schema > target/config.schema.json
-    python3 tests/chart_schema.py charts/privateer/values.schema.base.json target/config.schema.json charts/privateer/values.schema.json
+    python3 tests/chart_schema.py charts/privateer/values.schema.base.json target/config.schema.json \
+        charts/privateer/values.schema.json docs/configuration.md
 
 # Formatting and clippy, warnings denied.
 lint:

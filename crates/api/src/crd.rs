@@ -176,6 +176,17 @@ impl ImageMirrorSpec {
 }
 
 impl ImageMirror {
+    /// An ImageMirror privateer records itself for `source`, annotated with who recorded it
+    /// (`webhook`, `backfill`; see `names::ANNOTATION_CREATED_BY`).
+    pub fn recorded_by(name: &str, source: &str, creator: &str) -> Self {
+        let mut mirror = Self::new(name, ImageMirrorSpec::for_source(source));
+        mirror.metadata.annotations = Some(std::collections::BTreeMap::from([(
+            crate::names::ANNOTATION_CREATED_BY.to_owned(),
+            creator.to_owned(),
+        )]));
+        mirror
+    }
+
     /// The phase, `Pending` when no status has been written yet.
     pub fn phase(&self) -> Phase {
         self.status

@@ -9,14 +9,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use privateer_api::{ImageMirror, ImageMirrorSpec, names};
+use privateer_api::{ImageMirror, names};
 use privateer_image::{Reference, object_name};
 
 use crate::gate::{GateAction, decide, needed_mirrors, original_images, release_patch};
@@ -153,18 +153,7 @@ pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> 
                 if known.contains(&name) {
                     continue;
                 }
-                let mirror = ImageMirror {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        annotations: Some(BTreeMap::from([(
-                            names::ANNOTATION_CREATED_BY.to_owned(),
-                            "backfill".to_owned(),
-                        )])),
-                        ..ObjectMeta::default()
-                    },
-                    spec: ImageMirrorSpec::for_source(&source.to_string()),
-                    status: None,
-                };
+                let mirror = ImageMirror::recorded_by(&name, &source.to_string(), "backfill");
                 match mirrors.create(&PostParams::default(), &mirror).await {
                     Ok(_) => {
                         tracing::info!(mirror = %name, "backfill: created for a pod admitted without it");

@@ -18,7 +18,7 @@ use kube::api::{Api, PostParams};
 use privateer_api::{ImageMirror, Phase, names};
 use privateer_e2e::TestEnv;
 use privateer_e2e::images::{Format, Image, Pusher, layer};
-use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
+use privateer_e2e::moto::{ACCOUNT, REGION};
 use privateer_e2e::process::{Managed, free_port};
 use privateer_e2e::registry::oci_client;
 use privateer_image::{Reference, object_name};
@@ -256,16 +256,7 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
     config["metrics"]["listen"] = metrics.clone().into();
     let config_file = env.dir.join("release-config.yaml");
     std::fs::write(&config_file, serde_yaml::to_string(&config).unwrap()).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
-    command
-        .args(["run", "--config"])
-        .arg(&config_file)
-        .env_clear()
-        .env("KUBECONFIG", env.kubeconfig.as_ref().unwrap())
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "info");
+    let command = operator_command(&env, "run", &config_file);
     let privateer = Managed::spawn("privateer", command, &env.dir).unwrap();
     let mut ready = false;
     for _ in 0..150 {

@@ -195,7 +195,8 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// The chart's copies of generated files match the Rust types (`just generate` rewrites them).
+/// Generated files (the chart's CRD and values schema, docs/configuration.md) match the Rust
+/// types (`just generate` rewrites them).
 #[test]
 fn chart_crd_and_values_schema_are_generated() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -214,11 +215,13 @@ fn chart_crd_and_values_schema_are_generated() {
     let config_schema = dir.join("config.schema.json");
     std::fs::write(&config_schema, ok(&["config", "schema"])).unwrap();
     let generated = dir.join("values.schema.json");
+    let reference = dir.join("configuration.md");
     let status = Command::new("python3")
         .arg(format!("{root}/tests/chart_schema.py"))
         .arg(format!("{root}/charts/privateer/values.schema.base.json"))
         .arg(&config_schema)
         .arg(&generated)
+        .arg(&reference)
         .status()
         .unwrap();
     assert!(status.success());
@@ -228,6 +231,11 @@ fn chart_crd_and_values_schema_are_generated() {
         checked_in,
         std::fs::read_to_string(&generated).unwrap(),
         "charts/privateer/values.schema.json drifted: run `just generate`"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap(),
+        std::fs::read_to_string(&reference).unwrap(),
+        "docs/configuration.md drifted: run `just generate`"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ObjectMeta, PartialObjectMeta, PostParams};
+use kube::api::{Api, PartialObjectMeta, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use privateer_api::{ImageMirror, ImageMirrorSpec, Phase, names};
+use privateer_api::{ImageMirror, Phase, names};
 use privateer_image::Reference;
 use tokio_util::sync::CancellationToken;
 
@@ -113,18 +113,7 @@ impl Cluster {
             if self.claim(name) {
                 continue;
             }
-            let mirror = ImageMirror {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    annotations: Some(BTreeMap::from([(
-                        names::ANNOTATION_CREATED_BY.to_owned(),
-                        "webhook".to_owned(),
-                    )])),
-                    ..ObjectMeta::default()
-                },
-                spec: ImageMirrorSpec::for_source(&source.to_string()),
-                status: None,
-            };
+            let mirror = ImageMirror::recorded_by(name, &source.to_string(), "webhook");
             let result = tokio::time::timeout(
                 self.create_timeout,
                 api.create(&PostParams::default(), &mirror),

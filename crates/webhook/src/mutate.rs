@@ -121,18 +121,10 @@ pub fn plan_pod(
     }
     let slots = match request {
         PodRequest::Create(pod) => slots(pod, &[]),
-        PodRequest::EphemeralUpdate { pod, old } => {
-            let existing: Vec<&str> = old
-                .spec
-                .iter()
-                .flat_map(|s| s.ephemeral_containers.iter().flatten())
-                .map(|c| c.name.as_str())
-                .collect();
-            slots(pod, &existing)
-                .into_iter()
-                .filter(|s| s.list == List::EphemeralContainers)
-                .collect()
-        }
+        PodRequest::EphemeralUpdate { pod, old } => slots(pod, &ephemeral_names(old))
+            .into_iter()
+            .filter(|s| s.list == List::EphemeralContainers)
+            .collect(),
     };
     let spec = pod.spec.as_ref();
     // Gates exist only at creation, and a Pod bound to a node cannot carry one.
@@ -224,6 +216,15 @@ pub fn plan_pod(
     }
     pull_secrets(&mut plan.patch, pod, &slots, &plan.rewritten, around);
     plan
+}
+
+/// Names of the ephemeral containers a Pod already has (they can no longer change).
+pub fn ephemeral_names(pod: &Pod) -> Vec<&str> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .map(|c| c.name.as_str())
+        .collect()
 }
 
 fn skip_reason(pod: &Pod, around: &Surroundings<'_>) -> Option<Skip> {

@@ -332,12 +332,7 @@ pub fn pod_subjects(pod: &Pod, old: Option<&Pod>) -> Vec<Subject> {
     let ephemeral = spec.ephemeral_containers.iter().flatten();
     match old {
         Some(old) => {
-            let existing: Vec<&str> = old
-                .spec
-                .iter()
-                .flat_map(|s| s.ephemeral_containers.iter().flatten())
-                .map(|c| c.name.as_str())
-                .collect();
+            let existing = crate::mutate::ephemeral_names(old);
             ephemeral
                 .filter(|c| !existing.contains(&c.name.as_str()))
                 .filter_map(|c| subject(&c.name, c.image.as_ref()))

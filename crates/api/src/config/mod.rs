@@ -55,6 +55,7 @@ impl Default for Config {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TargetConfig {
+    /// `ecr` (Amazon ECR, repositories created with settings) or `generic` (any OCI registry).
     pub kind: TargetKind,
     /// Host (and port) of the target registry, e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
     pub registry: String,
@@ -95,7 +96,9 @@ pub struct EcrConfig {
     pub registry_endpoint: String,
     /// Role to assume for every ECR call; empty: the default credential chain as it is.
     pub assume_role_arn: String,
+    /// Scan images on push.
     pub scan_on_push: bool,
+    /// `IMMUTABLE` (recommended: a mirrored tag never changes) or `MUTABLE`.
     pub tag_mutability: TagMutability,
     pub encryption: EncryptionConfig,
     /// Repository policy JSON set on each created repository; empty: none.
@@ -129,6 +132,7 @@ impl Default for EcrConfig {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EncryptionConfig {
+    /// `AES256` or `KMS`.
     #[serde(rename = "type")]
     pub kind: EncryptionType,
     /// KMS key ARN or alias, with `type: KMS`; empty: the AWS-managed key.
@@ -210,12 +214,15 @@ pub struct EndpointOverride {
 pub struct WebhookConfig {
     /// HTTPS listen address.
     pub listen: String,
+    /// Serving certificate (PEM), re-read when it changes.
     pub tls_cert_file: String,
+    /// Its private key (PEM).
     pub tls_key_file: String,
     /// Longest a request may take; keep it below the webhook configuration's timeoutSeconds.
     pub request_timeout: Duration,
     /// Largest admission request body accepted, in bytes.
     pub max_body_bytes: u64,
+    /// `Gate`, `WhenReady`, `Always` or `Wait` (README, "Rewrite policies").
     pub rewrite_policy: RewritePolicy,
     /// `Wait`: how long an admission request waits for a copy before falling back to WhenReady.
     pub wait_timeout: Duration,
@@ -258,6 +265,7 @@ impl Default for WebhookConfig {
 pub struct PullSecretsConfig {
     /// Secret names added to mutated pods' imagePullSecrets.
     pub names: Vec<String>,
+    /// `Append` (keep the pod's, add the missing) or `Replace`.
     pub mode: PullSecretMode,
 }
 
@@ -287,12 +295,14 @@ pub struct PolicyConfig {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Toggle {
+    /// Turn the rule on.
     pub enabled: bool,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AllowedRegistries {
+    /// Deny images from registries not listed (the target registry is always allowed).
     pub enabled: bool,
     /// `host` or `host/path` prefixes, matched on whole host and path components.
     pub registries: Vec<String>,
@@ -301,8 +311,11 @@ pub struct AllowedRegistries {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct EcrCompliance {
+    /// Judge images in the target ECR registry by their repository's settings.
     pub enabled: bool,
+    /// The repository must have IMMUTABLE tags.
     pub require_tag_immutability: bool,
+    /// The repository must scan on push (its own setting or a registry scanning rule).
     pub require_scan_on_push: bool,
     /// Deny images whose ECR scan found CRITICAL vulnerabilities.
     pub deny_critical_findings: bool,
@@ -329,6 +342,7 @@ impl Default for EcrCompliance {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct CopyConfig {
+    /// `job`: a Job per copy (IRSA of the copy service account); `inline`: in the controller.
     pub executor: CopyExecutor,
     /// Copies (inline) or copy Jobs running at once.
     pub concurrency: u32,
@@ -359,12 +373,17 @@ pub struct JobConfig {
     pub image: String,
     /// Service account of copy pods (give it the IRSA role that may push to ECR).
     pub service_account_name: String,
+    /// Pod retries within one copy Job.
     pub backoff_limit: i32,
+    /// Longest a copy Job may run.
     pub active_deadline_seconds: i64,
+    /// Finished copy Jobs are deleted after this long.
     pub ttl_seconds_after_finished: i32,
     /// Resource requests and limits, as Kubernetes quantities.
     pub resources: Resources,
+    /// Node selector of copy pods.
     pub node_selector: BTreeMap<String, String>,
+    /// Priority class of copy pods; empty: none.
     pub priority_class_name: String,
 }
 
@@ -386,7 +405,9 @@ impl Default for JobConfig {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Resources {
+    /// e.g. `{cpu: 100m, memory: 64Mi}`.
     pub requests: BTreeMap<String, String>,
+    /// e.g. `{memory: 256Mi}`.
     pub limits: BTreeMap<String, String>,
 }
 
@@ -431,8 +452,11 @@ impl Default for ControllerConfig {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct LeaderElection {
+    /// Only the holder of the Lease reconciles; standbys take over when it goes away.
     pub enabled: bool,
+    /// The Lease in `namespace`.
     pub lease_name: String,
+    /// How long a lease lasts without renewal: the longest a hand-over takes.
     pub lease_duration: Duration,
 }
 
@@ -451,9 +475,13 @@ impl Default for LeaderElection {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RetryConfig {
+    /// Wait after the first transient failure.
     pub initial_backoff: Duration,
+    /// Longest wait between attempts.
     pub max_backoff: Duration,
+    /// Attempts before the phase is Failed.
     pub max_attempts: u32,
+    /// Retry interval once Failed (a registry outage heals).
     pub slow_retry_interval: Duration,
 }
 
@@ -472,6 +500,7 @@ impl Default for RetryConfig {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct MetricsConfig {
+    /// Plain-HTTP listen address of `/healthz`, `/readyz` and `/metrics`.
     pub listen: String,
 }
 

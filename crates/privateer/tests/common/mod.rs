@@ -60,17 +60,23 @@ pub fn start_operator(
     merge(&mut merged, serde_yaml::from_str(&extra).unwrap());
     let yaml = serde_yaml::to_string(&merged).unwrap();
     std::fs::write(&config, yaml).unwrap();
+    let command = operator_command(env, subcommand, &config);
+    (Managed::spawn(name, command, &env.dir).unwrap(), metrics)
+}
+
+/// `privateer <subcommand> --config <config>` against the environment's cluster and moto.
+pub fn operator_command(env: &TestEnv, subcommand: &str, config: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_privateer"));
     command
         .args([subcommand, "--config"])
-        .arg(&config)
+        .arg(config)
         .env_clear()
         .env("KUBECONFIG", env.kubeconfig.as_ref().unwrap())
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info");
-    (Managed::spawn(name, command, &env.dir).unwrap(), metrics)
+    command
 }
 
 fn merge(base: &mut serde_yaml::Value, extra: serde_yaml::Value) {
