@@ -146,6 +146,65 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
             example,
         );
     }
+    // The other two TLS modes: cert-manager injects the CA; a given Secret brings its own.
+    let cert_manager = run(
+        helm(
+            &env,
+            &[
+                "template",
+                "privateer",
+                CHART,
+                "-n",
+                "privateer",
+                "--kube-version",
+                KUBE_VERSION,
+                "--set",
+                "tls.mode=certManager",
+            ],
+        ),
+        "helm template (certManager)",
+    );
+    assert!(cert_manager.contains("kind: Certificate\n"));
+    assert!(cert_manager.contains("cert-manager.io/inject-ca-from: privateer/privateer-webhook"));
+    let given = run(
+        helm(
+            &env,
+            &[
+                "template",
+                "privateer",
+                CHART,
+                "--kube-version",
+                KUBE_VERSION,
+                "--set",
+                "tls.mode=secret",
+                "--set",
+                "tls.secretName=mine",
+                "--set",
+                "tls.caBundle=Q0E=",
+            ],
+        ),
+        "helm template (secret)",
+    );
+    assert!(given.contains("caBundle: Q0E=") && given.contains("secretName: mine"));
+    assert!(
+        !given.contains("kind: Secret\n"),
+        "the chart makes no Secret of its own"
+    );
+    let missing = helm(
+        &env,
+        &[
+            "template",
+            "privateer",
+            CHART,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "tls.mode=secret",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("tls.secretName"));
     // A typo in the values fails before anything reaches the cluster.
     let typo = helm(
         &env,

@@ -255,3 +255,74 @@ policy:
         Some("nginx:1.27")
     );
 }
+
+/// rewritePolicy Wait: the admission request waits for the copy (inline, same process) and the
+/// Pod is stored pointing at the mirror pinned by digest; a source that does not exist fails
+/// fast and the Pod keeps its image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_holds_the_request_until_the_mirror_is_ready() {
+    let Some(env) = TestEnv::full()
+        .start_or_skip("webhook Wait policy")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let client = env.client();
+    prepare_cluster(&env).await;
+    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &apps)
+        .await
+        .unwrap();
+    let source = env.source.as_ref().unwrap();
+    let redis = Image::new(Format::Oci, "linux/amd64", vec![layer(41, 4096)]);
+    Pusher::new(oci_client(), source.auth())
+        .push_image(&source.host, "library/redis", "7.2", &redis)
+        .await
+        .unwrap();
+    let ca = Ca::new("privateer-webhook-ca").unwrap();
+    let cert = ca.serving_cert(&env.dir, "webhook", &[]).unwrap();
+    let port = free_port().unwrap();
+    let extra = format!(
+        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\",
+  rewritePolicy: Wait, waitTimeout: 6s, requestTimeout: 8s}}
+copy: {{executor: inline}}
+",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (privateer, metrics) = start_operator(&env, "wait", "run", &extra);
+    wait_ready(&metrics, &privateer).await;
+    register(&client, &format!("https://127.0.0.1:{port}"), &ca.cert_pem).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+
+    let stored = pods
+        .create(&PostParams::default(), &pod("cache", "redis:7.2"))
+        .await
+        .unwrap();
+    let spec = stored.spec.unwrap();
+    let target = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mirror/docker.io/library");
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some(format!("{target}/redis:7.2@{}", redis.manifest.digest).as_str()),
+        "privateer log:\n{}",
+        privateer.log_tail(30)
+    );
+    assert!(
+        spec.scheduling_gates.is_none_or(|g| g.is_empty()),
+        "Wait never gates"
+    );
+
+    let missing = pods
+        .create(
+            &PostParams::default(),
+            &pod("missing", "docker.io/library/missing:1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        missing.spec.unwrap().containers[0].image.as_deref(),
+        Some("docker.io/library/missing:1")
+    );
+}
