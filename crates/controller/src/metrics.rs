@@ -20,6 +20,11 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabel {
     pub phase: String,
 }
@@ -31,6 +36,7 @@ pub struct Metrics {
     pub copy_bytes: Histogram,
     pub copy_seconds: Histogram,
     mirrors: Family<PhaseLabel, Gauge>,
+    queue: Family<QueueLabel, Gauge>,
     /// The controller's ImageMirror cache, counted by phase at each scrape.
     mirror_cache: MirrorCache,
     pub ready: AtomicBool,
@@ -68,6 +74,13 @@ impl Metrics {
         );
         let mirrors = Family::<PhaseLabel, Gauge>::default();
         registry.register("mirrors", "ImageMirrors by phase", mirrors.clone());
+        // kube-runtime keeps its work queue private: the queue is read from the objects.
+        let queue = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "reconcile_queue_depth",
+            "ImageMirrors waiting for the reconciler: due (spec not yet observed) or scheduled (a retry at status.nextRetryTime)",
+            queue.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -75,6 +88,7 @@ impl Metrics {
             copy_bytes,
             copy_seconds,
             mirrors,
+            queue,
             mirror_cache,
             ready: AtomicBool::new(false),
         }
@@ -114,6 +128,19 @@ impl Metrics {
                         phase: phase.as_str().to_owned(),
                     })
                     .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            let (mut due, mut scheduled) = (0, 0);
+            for mirror in store.state() {
+                let Ok(mirror) = &mirror.0 else { continue };
+                let status = mirror.status.as_ref();
+                if status.and_then(|s| s.observed_generation) != mirror.metadata.generation {
+                    due += 1;
+                } else if status.is_some_and(|s| s.next_retry_time.is_some()) {
+                    scheduled += 1;
+                }
+            }
+            for (state, count) in [("due", due), ("scheduled", scheduled)] {
+                self.queue.get_or_create(&QueueLabel { state }).set(count);
             }
         }
         let mut text = String::new();

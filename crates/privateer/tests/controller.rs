@@ -141,6 +141,11 @@ async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
         "{text}"
     );
     assert!(text.contains("privateer_copy_bytes_count 1"), "{text}");
+    // Every mirror's spec has been observed: nothing is due.
+    assert!(
+        text.contains("privateer_reconcile_queue_depth{state=\"due\"} 0"),
+        "{text}"
+    );
     assert_eq!(http_get(&metrics, "/readyz").0, "200");
     assert_eq!(http_get(&metrics, "/healthz").0, "200");
 
