@@ -140,7 +140,19 @@ demo:
     step "The Pod, released from its gate (no container runtime here, so it stays Pending)"
     kubectl -n demo get pods -o custom-columns="$pod_columns"
     step "kubectl -n demo run latest --image=busybox:latest (policy denyLatest)"
-    kubectl -n demo run latest --image=busybox:latest 2>&1 | fold -s -w 100 || true
+    denied="$(kubectl -n demo run latest --image=busybox:latest 2>&1 || true)"
+    fold -s -w 100 <<< "$denied"
+    # The demo fails loudly when privateer did not do its job.
+    problems=""
+    [ -z "$(kubectl get imagemirrors -o jsonpath='{.items[*].status.phase}' | tr ' ' '\n' | grep -v '^Ready$' || true)" ] \
+        || problems+=" some ImageMirrors are not Ready;"
+    [ -z "$(kubectl -n demo get pods -o jsonpath='{.items[*].spec.schedulingGates}')" ] || problems+=" the Pod is still gated;"
+    kubectl -n demo get pods -o jsonpath='{.items[*].spec.containers[0].image}' | grep -q dkr.ecr \
+        || problems+=" the Pod was not rewritten;"
+    grep -q "policy denyLatest" <<< "$denied" || problems+=" the :latest Pod was not denied;"
+    if [ -n "$problems" ]; then
+        echo "demo FAILED:$problems (log: target/dev/privateer.log)"; tail -n 20 target/dev/privateer.log; exit 1
+    fi
     step "Where to look next"
     echo "  source target/dev/env             # kubectl, helm, KUBECONFIG for this environment"
     echo "  kubectl get imagemirrors -o wide  # Target column: the image pinned by digest"
