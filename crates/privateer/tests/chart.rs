@@ -43,6 +43,24 @@ fn run(mut command: Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `helm template privateer CHART -n privateer` for Kubernetes KUBE_VERSION, plus `args`.
+fn template(env: &TestEnv, args: &[&str]) -> Command {
+    let mut command = helm(
+        env,
+        &[
+            "template",
+            "privateer",
+            CHART,
+            "-n",
+            "privateer",
+            "--kube-version",
+            KUBE_VERSION,
+        ],
+    );
+    command.args(args);
+    command
+}
+
 fn helm(env: &TestEnv, args: &[&str]) -> Command {
     let mut command = env.helm();
     command.args(args);
@@ -94,23 +112,7 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
 
     let lint = run(helm(&env, &["lint", CHART, "-f", &values_arg]), "helm lint");
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
-    let rendered = run(
-        helm(
-            &env,
-            &[
-                "template",
-                "privateer",
-                CHART,
-                "-n",
-                "privateer",
-                "-f",
-                &values_arg,
-                "--kube-version",
-                KUBE_VERSION,
-            ],
-        ),
-        "helm template",
-    );
+    let rendered = run(template(&env, &["-f", &values_arg]), "helm template");
     for kind in [
         "Deployment",
         "MutatingWebhookConfiguration",
@@ -130,51 +132,19 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
         "values-policy-only.yaml",
     ] {
         let file = format!("{examples}/{example}");
-        run(
-            helm(
-                &env,
-                &[
-                    "template",
-                    "privateer",
-                    CHART,
-                    "-f",
-                    &file,
-                    "--kube-version",
-                    KUBE_VERSION,
-                ],
-            ),
-            example,
-        );
+        run(template(&env, &["-f", &file]), example);
     }
     // The other two TLS modes: cert-manager injects the CA; a given Secret brings its own.
     let cert_manager = run(
-        helm(
-            &env,
-            &[
-                "template",
-                "privateer",
-                CHART,
-                "-n",
-                "privateer",
-                "--kube-version",
-                KUBE_VERSION,
-                "--set",
-                "tls.mode=certManager",
-            ],
-        ),
+        template(&env, &["--set", "tls.mode=certManager"]),
         "helm template (certManager)",
     );
     assert!(cert_manager.contains("kind: Certificate\n"));
     assert!(cert_manager.contains("cert-manager.io/inject-ca-from: privateer/privateer-webhook"));
     let given = run(
-        helm(
+        template(
             &env,
             &[
-                "template",
-                "privateer",
-                CHART,
-                "--kube-version",
-                KUBE_VERSION,
                 "--set",
                 "tls.mode=secret",
                 "--set",
@@ -190,36 +160,14 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
         !given.contains("kind: Secret\n"),
         "the chart makes no Secret of its own"
     );
-    let missing = helm(
-        &env,
-        &[
-            "template",
-            "privateer",
-            CHART,
-            "--kube-version",
-            KUBE_VERSION,
-            "--set",
-            "tls.mode=secret",
-        ],
-    )
-    .output()
-    .unwrap();
+    let missing = template(&env, &["--set", "tls.mode=secret"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&missing.stderr).contains("tls.secretName"));
     // A typo in the values fails before anything reaches the cluster.
-    let typo = helm(
-        &env,
-        &[
-            "template",
-            "privateer",
-            CHART,
-            "--kube-version",
-            KUBE_VERSION,
-            "--set",
-            "config.webhook.rewritePolicy=Sometimes",
-        ],
-    )
-    .output()
-    .unwrap();
+    let typo = template(&env, &["--set", "config.webhook.rewritePolicy=Sometimes"])
+        .output()
+        .unwrap();
     assert!(!typo.status.success());
     assert!(String::from_utf8_lossy(&typo.stderr).contains("rewritePolicy"));
 

@@ -94,6 +94,33 @@ async fn wait_ready(metrics: &str, process: &Managed) {
     );
 }
 
+/// The `apps` namespace, `privateer run` with `extra` configuration serving the webhook over
+/// TLS on a free port, registered with the API server, ready.
+async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed {
+    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
+    Api::<Namespace>::all(env.client())
+        .create(&PostParams::default(), &apps)
+        .await
+        .unwrap();
+    let ca = Ca::new("privateer-webhook-ca").unwrap();
+    let cert = ca.serving_cert(&env.dir, name, &[]).unwrap();
+    let port = free_port().unwrap();
+    let tls = format!(
+        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\"}}",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (privateer, metrics) = start_operator(env, name, "run", &format!("{tls}\n---\n{extra}"));
+    wait_ready(&metrics, &privateer).await;
+    register(
+        &env.client(),
+        &format!("https://127.0.0.1:{port}"),
+        &ca.cert_pem,
+    )
+    .await;
+    privateer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
     let Some(env) = TestEnv::full()
@@ -105,11 +132,6 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
     };
     let client = env.client();
     prepare_cluster(&env).await;
-    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &apps)
-        .await
-        .unwrap();
     let source = env.source.as_ref().unwrap();
     let pusher = Pusher::new(oci_client(), source.auth());
     let index = Index::multi_platform(Format::Oci, &["linux/amd64", "linux/arm64"], 21, 2048);
@@ -122,25 +144,8 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
         .push_image(&source.host, "library/busybox", "1.36", &busybox)
         .await
         .unwrap();
-
-    let ca = Ca::new("privateer-webhook-ca").unwrap();
-    let cert = ca.serving_cert(&env.dir, "webhook", &[]).unwrap();
-    let port = free_port().unwrap();
-    let extra = format!(
-        "webhook:
-  listen: 127.0.0.1:{port}
-  tlsCertFile: {}
-  tlsKeyFile: {}
-  gateTimeout: 120s
-policy:
-  denyLatest: {{enabled: true}}
-",
-        cert.cert.display(),
-        cert.key.display()
-    );
-    let (mut privateer, metrics) = start_operator(&env, "run", "run", &extra);
-    wait_ready(&metrics, &privateer).await;
-    register(&client, &format!("https://127.0.0.1:{port}"), &ca.cert_pem).await;
+    let extra = "webhook: {gateTimeout: 120s}\npolicy: {denyLatest: {enabled: true}}";
+    let mut privateer = start_registered(&env, "run", extra).await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
     let mirrors: Api<ImageMirror> = Api::all(client.clone());
@@ -270,31 +275,15 @@ async fn wait_holds_the_request_until_the_mirror_is_ready() {
     };
     let client = env.client();
     prepare_cluster(&env).await;
-    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &apps)
-        .await
-        .unwrap();
     let source = env.source.as_ref().unwrap();
     let redis = Image::new(Format::Oci, "linux/amd64", vec![layer(41, 4096)]);
     Pusher::new(oci_client(), source.auth())
         .push_image(&source.host, "library/redis", "7.2", &redis)
         .await
         .unwrap();
-    let ca = Ca::new("privateer-webhook-ca").unwrap();
-    let cert = ca.serving_cert(&env.dir, "webhook", &[]).unwrap();
-    let port = free_port().unwrap();
-    let extra = format!(
-        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\",
-  rewritePolicy: Wait, waitTimeout: 6s, requestTimeout: 8s}}
-copy: {{executor: inline}}
-",
-        cert.cert.display(),
-        cert.key.display()
-    );
-    let (privateer, metrics) = start_operator(&env, "wait", "run", &extra);
-    wait_ready(&metrics, &privateer).await;
-    register(&client, &format!("https://127.0.0.1:{port}"), &ca.cert_pem).await;
+    let extra = "webhook: {rewritePolicy: Wait, waitTimeout: 6s, requestTimeout: 8s}
+copy: {executor: inline}";
+    let privateer = start_registered(&env, "wait", extra).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
 
     let stored = pods

@@ -46,7 +46,7 @@ webhook:
 }
 
 /// Start `privateer <subcommand>` with the environment's configuration deep-merged with
-/// `extra` (YAML; its keys win); returns the process and its metrics address.
+/// `extra` (YAML documents separated by `---`; later keys win); returns the process and its metrics address.
 pub fn start_operator(
     env: &TestEnv,
     name: &str,
@@ -56,8 +56,14 @@ pub fn start_operator(
     let config = env.dir.join(format!("{name}.yaml"));
     let metrics = format!("127.0.0.1:{}", free_port().unwrap());
     let mut merged: serde_yaml::Value = serde_yaml::from_str(&config_yaml(env)).unwrap();
-    let extra = format!("metrics: {{listen: \"{metrics}\"}}\n{extra}");
-    merge(&mut merged, serde_yaml::from_str(&extra).unwrap());
+    let extra = format!("metrics: {{listen: \"{metrics}\"}}\n---\n{extra}");
+    // `extra` may hold several YAML documents, merged in order.
+    for document in extra.split("\n---\n") {
+        let value: serde_yaml::Value = serde_yaml::from_str(document).unwrap();
+        if !value.is_null() {
+            merge(&mut merged, value);
+        }
+    }
     let yaml = serde_yaml::to_string(&merged).unwrap();
     std::fs::write(&config, yaml).unwrap();
     let command = operator_command(env, subcommand, &config);
