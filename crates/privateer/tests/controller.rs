@@ -41,15 +41,10 @@ fn mirror(name: &str, source: &str) -> ImageMirror {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declared_image_mirror_is_copied_by_a_job_and_reported_ready() {
-    let Some(env) = TestEnv::full()
-        .start_or_skip("controller end to end")
-        .await
-        .unwrap()
-    else {
+    let Some(env) = prepared("controller end to end").await else {
         return;
     };
     let client = env.client();
-    prepare_cluster(&env).await;
 
     // docker.io/library/nginx:1.27, served by the "public" registry.
     let source = env.source.as_ref().unwrap();
@@ -382,14 +377,9 @@ async fn a_standby_controller_takes_over_when_the_leader_dies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outages_heal_and_a_restarted_controller_reuses_its_job() {
-    let Some(mut env) = TestEnv::full()
-        .start_or_skip("controller outages")
-        .await
-        .unwrap()
-    else {
+    let Some(mut env) = prepared("controller outages").await else {
         return;
     };
-    prepare_cluster(&env).await;
     let source = env.source.as_ref().unwrap();
     let pusher = Pusher::new(oci_client(), source.auth());
     for (repository, seed) in [("library/busybox", 11), ("library/alpine", 12)] {

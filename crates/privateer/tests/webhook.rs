@@ -123,15 +123,10 @@ async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
-    let Some(env) = TestEnv::full()
-        .start_or_skip("webhook end to end")
-        .await
-        .unwrap()
-    else {
+    let Some(env) = prepared("webhook end to end").await else {
         return;
     };
     let client = env.client();
-    prepare_cluster(&env).await;
     let source = env.source.as_ref().unwrap();
     let pusher = Pusher::new(oci_client(), source.auth());
     let index = Index::multi_platform(Format::Oci, &["linux/amd64", "linux/arm64"], 21, 2048);
@@ -266,15 +261,10 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
 /// fast and the Pod keeps its image.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_holds_the_request_until_the_mirror_is_ready() {
-    let Some(env) = TestEnv::full()
-        .start_or_skip("webhook Wait policy")
-        .await
-        .unwrap()
-    else {
+    let Some(env) = prepared("webhook Wait policy").await else {
         return;
     };
     let client = env.client();
-    prepare_cluster(&env).await;
     let source = env.source.as_ref().unwrap();
     let redis = Image::new(Format::Oci, "linux/amd64", vec![layer(41, 4096)]);
     Pusher::new(oci_client(), source.auth())

@@ -116,6 +116,14 @@ pub fn http_get(address: &str, path: &str) -> (String, String) {
     (code.to_owned(), body.to_owned())
 }
 
+/// The full environment with the cluster prepared; `None` when the environment is not
+/// installed (the test then skips, or fails under PRIVATEER_REQUIRE_TESTENV).
+pub async fn prepared(test: &str) -> Option<TestEnv> {
+    let env = TestEnv::full().start_or_skip(test).await.unwrap()?;
+    prepare_cluster(&env).await;
+    Some(env)
+}
+
 /// The CRD, the operator namespace and the copy pods' service account (as the chart makes them).
 pub async fn prepare_cluster(env: &TestEnv) {
     let client = env.client();
