@@ -5,6 +5,7 @@ pub mod config;
 pub mod crd;
 mod duration;
 pub mod names;
+pub mod pod;
 
 pub use config::Config;
 pub use crd::{

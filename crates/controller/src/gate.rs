@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+use privateer_api::pod::original_images;
 use privateer_api::{ImageMirror, Phase, names};
 use privateer_image::{Reference, object_name};
 use serde_json::json;
@@ -24,20 +25,6 @@ pub enum GateAction {
         images: BTreeMap<String, String>,
         reason: String,
     },
-}
-
-/// Container → original image, from the `privateer.dev/original-images` annotation.
-pub fn original_images(pod: &Pod) -> Result<BTreeMap<String, String>, String> {
-    let Some(text) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(names::ANNOTATION_ORIGINAL_IMAGES))
-    else {
-        return Ok(BTreeMap::new());
-    };
-    serde_json::from_str(text)
-        .map_err(|e| format!("annotation {}: {e}", names::ANNOTATION_ORIGINAL_IMAGES))
 }
 
 /// The ImageMirror names a gated Pod waits for.

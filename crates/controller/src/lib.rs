@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use gate::{GateAction, decide as decide_gate, release_patch};
 pub use job::{BINARY, JobInputs, copy_job};
-pub use plan::{CopyResult, InvalidSpec, Plan, backoff, job_name, plan};
+pub use plan::{InvalidSpec, Plan, backoff, job_name, plan};
 pub use status::{Outcome, build as build_status};
 
 #[derive(Debug, thiserror::Error)]

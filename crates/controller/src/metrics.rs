@@ -144,7 +144,7 @@ impl Metrics {
             }
         }
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {
             text.clear();
         }
         text
@@ -161,6 +161,6 @@ impl privateer_health::Probe for Metrics {
     }
 
     fn metrics(&self) -> String {
-        privateer_health::strip_eof(self.render())
+        self.render()
     }
 }

@@ -7,7 +7,6 @@ use privateer_api::ImageMirror;
 use privateer_api::config::RetryConfig;
 use privateer_image::{Reference, TargetNaming};
 use privateer_registry::RetryPolicy;
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 /// What one ImageMirror asks for.
@@ -92,45 +91,6 @@ pub fn job_name(mirror: &str, digest: &str) -> String {
     format!("copy-{stem}-{suffix}")
 }
 
-/// The one-line JSON a copy Pod leaves in its termination message.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CopyResult {
-    pub result: String,
-    #[serde(default)]
-    pub digest: Option<String>,
-    #[serde(default)]
-    pub source_digest: Option<String>,
-    #[serde(default)]
-    pub platforms: Vec<String>,
-    #[serde(default)]
-    pub bytes_total: Option<u64>,
-    #[serde(default)]
-    pub seconds: Option<f64>,
-    #[serde(default)]
-    pub error_class: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-impl CopyResult {
-    pub fn parse(message: &str) -> Option<Self> {
-        serde_json::from_str(message.trim()).ok()
-    }
-
-    pub fn succeeded(&self) -> bool {
-        self.result == "success"
-    }
-
-    /// Worth another attempt: the registry or network failed, not the request.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self.error_class.as_deref(),
-            Some("network" | "server" | "throttled")
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,20 +143,5 @@ mod tests {
         assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         assert_eq!(name, job_name(&long, "sha256:abc"));
         assert_ne!(name, job_name(&long, "sha256:abd"));
-    }
-
-    #[test]
-    fn termination_messages_are_read() {
-        let ok = CopyResult::parse(r#"{"result":"success","digest":"sha256:1","platforms":["linux/amd64"],"bytesTotal":5}"#)
-            .expect("parses");
-        assert!(ok.succeeded());
-        let failed =
-            CopyResult::parse(r#"{"result":"failure","errorClass":"network","message":"x"}"#)
-                .expect("parses");
-        assert!(!failed.succeeded() && failed.is_transient());
-        let denied =
-            CopyResult::parse(r#"{"result":"failure","errorClass":"notFound"}"#).expect("parses");
-        assert!(!denied.is_transient());
-        assert!(CopyResult::parse("Error: OOMKilled").is_none());
     }
 }

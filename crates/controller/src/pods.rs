@@ -19,7 +19,9 @@ use kube::{Resource, ResourceExt};
 use privateer_api::{ImageMirror, names};
 use privateer_image::{Reference, object_name};
 
-use crate::gate::{GateAction, decide, needed_mirrors, original_images, release_patch};
+use privateer_api::pod::original_images;
+
+use crate::gate::{GateAction, decide, needed_mirrors, release_patch};
 use crate::{Context, Error};
 
 /// Watch gated Pods (by label) and the ImageMirrors they wait for.
@@ -180,10 +182,7 @@ fn backfill_images(ctx: &Context, pod: &Pod) -> Vec<Reference> {
         .annotations()
         .get(names::SKIP)
         .is_some_and(|v| v == "true");
-    if skipped
-        || namespace == ctx.config.namespace
-        || ctx.config.webhook.exclude_namespaces.contains(&namespace)
-    {
+    if skipped || ctx.config.excludes_namespace(&namespace) {
         return Vec::new();
     }
     let Some(spec) = &pod.spec else {
@@ -202,6 +201,6 @@ fn backfill_images(ctx: &Context, pod: &Pod) -> Vec<Reference> {
         );
     images
         .filter_map(|image| Reference::parse(image).ok())
-        .filter(|r| !ctx.naming.is_in_target(r) && ctx.config.sources.mirrors_registry(r.domain()))
+        .filter(|r| ctx.config.mirrors_image(r))
         .collect()
 }

@@ -14,11 +14,11 @@ use kube::{Resource, ResourceExt};
 use privateer_api::config::CopyExecutor;
 use privateer_api::{ImageMirror, Phase};
 use privateer_ecr::{Answer, ImageId, RepositoryFacts, TargetProvider};
-use privateer_registry::{Credentials, Endpoint, Image};
+use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
-use crate::plan::{CopyResult, Plan, backoff, job_name, plan};
+use crate::plan::{Plan, backoff, job_name, plan};
 use crate::status::{Outcome, apply_status, tag_moved, write_status};
 use crate::{Context, Error};
 
@@ -55,6 +55,21 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
             Some(every) if since < every => return Ok(Action::requeue(every - since)),
             Some(_) => {}
         }
+    }
+
+    // The copy Job for the digest this spec resolved is under way: only its end is news. The
+    // source, the target and the repository were checked when the Job was created (a retry
+    // after a failure, with nextRetryTime set, goes the whole way again).
+    if same_generation
+        && mirror.phase() == Phase::Mirroring
+        && status.next_retry_time.is_none()
+        && ctx.config.copy.executor == CopyExecutor::Job
+        && let (Some(digest), Some(_)) = (status.source_digest.as_deref(), &status.job_name)
+    {
+        return match run_copy_job(&ctx, &mirror, &plan, digest).await? {
+            JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
+            JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, digest, *result).await,
+        };
     }
 
     let source = source_image(&ctx, &mirror, &plan).await?;
@@ -102,7 +117,7 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
         if let Ok(Some(present)) = ctx.provider.manifest_digest(&repository, &at).await
             && present == digest
         {
-            let outcome = Outcome::Ready(ready(&plan, &digest, CopyResult::default_for(&digest)));
+            let outcome = Outcome::Ready(ready(&plan, &digest, CopyOutcome::up_to_date(&digest)));
             write_status(&ctx, &mirror, outcome).await?;
             return Ok(requeue_for_refresh(&ctx, &mirror));
         }
@@ -126,23 +141,32 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
             write_status(&ctx, &mirror, outcome).await?;
             Ok(Action::requeue(Duration::from_secs(60)))
         }
-        JobState::Done(result) if result.succeeded() => {
-            let ready = ready(&plan, &digest, result);
-            write_status(&ctx, &mirror, Outcome::Ready(ready)).await?;
-            Ok(requeue_for_refresh(&ctx, &mirror))
-        }
-        JobState::Done(result) => {
-            let message = result
-                .message
-                .clone()
-                .unwrap_or_else(|| "copy failed".into());
-            let reason = format!(
-                "Copy{}",
-                capitalize(result.error_class.as_deref().unwrap_or("failed"))
-            );
-            fail(&ctx, &mirror, result.is_transient(), &reason, message).await
-        }
+        JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
     }
+}
+
+/// A copy Job ended: Ready with what it wrote, or a failure classified by its result.
+async fn finish_copy(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    digest: &str,
+    result: CopyOutcome,
+) -> Result<Action, Error> {
+    if result.succeeded() {
+        let ready = ready(plan, digest, result);
+        write_status(ctx, mirror, Outcome::Ready(ready)).await?;
+        return Ok(requeue_for_refresh(ctx, mirror));
+    }
+    let message = result
+        .message
+        .clone()
+        .unwrap_or_else(|| "copy failed".into());
+    let reason = format!(
+        "Copy{}",
+        capitalize(result.error_class.map_or("failed", |c| c.as_str()))
+    );
+    fail(ctx, mirror, result.is_transient(), &reason, message).await
 }
 
 /// Executor `inline`: the controller copies itself, at most `copy.concurrency` at a time,
@@ -188,27 +212,17 @@ async fn copy_inline(
             Metrics::count(&ctx.metrics.copies, "success");
             ctx.metrics.copy_bytes.observe(report.bytes_total as f64);
             ctx.metrics.copy_seconds.observe(report.seconds);
-            let result = CopyResult {
-                result: "success".into(),
-                digest: Some(report.digest),
-                source_digest: Some(report.source_digest),
-                platforms: report.platforms,
-                bytes_total: Some(report.bytes_total),
-                seconds: Some(report.seconds),
-                error_class: None,
-                message: None,
-            };
+            let result = CopyOutcome::success(report);
             write_status(ctx, mirror, Outcome::Ready(ready(plan, digest, result))).await?;
             Ok(requeue_for_refresh(ctx, mirror))
         }
         Err(e) => {
-            if e.class == privateer_registry::ErrorClass::Unauthorized {
+            if e.class == ErrorClass::Unauthorized {
                 // A token refused: the next attempt fetches a new one.
                 ctx.provider.access_rejected(&access);
             }
             Metrics::count(&ctx.metrics.copies, "failure");
-            let transient =
-                e.is_transient() || e.class == privateer_registry::ErrorClass::Unauthorized;
+            let transient = e.is_transient() || e.class == ErrorClass::Unauthorized;
             fail(ctx, mirror, transient, "CopyFailed", e).await
         }
     }
@@ -222,19 +236,28 @@ pub struct Ready {
     pub size_bytes: Option<i64>,
 }
 
-fn ready(plan: &Plan, source_digest: &str, result: CopyResult) -> Ready {
-    let written = result.digest.unwrap_or_else(|| source_digest.to_owned());
+fn ready(plan: &Plan, source_digest: &str, result: CopyOutcome) -> Ready {
+    let report = result.report.unwrap_or_default();
+    let or_resolved = |digest: String| {
+        if digest.is_empty() {
+            source_digest.to_owned()
+        } else {
+            digest
+        }
+    };
+    let written = or_resolved(report.digest);
     let name = plan.target.name();
     Ready {
         target_image: match plan.target.tag() {
             Some(tag) => format!("{name}:{tag}@{written}"),
             None => format!("{name}@{written}"),
         },
-        source_digest: result
-            .source_digest
-            .unwrap_or_else(|| source_digest.to_owned()),
-        platforms: result.platforms,
-        size_bytes: result.bytes_total.and_then(|b| i64::try_from(b).ok()),
+        source_digest: or_resolved(report.source_digest),
+        platforms: report.platforms,
+        // An up-to-date target copied nothing and measured nothing.
+        size_bytes: (report.bytes_total > 0)
+            .then(|| i64::try_from(report.bytes_total).ok())
+            .flatten(),
     }
 }
 
@@ -332,7 +355,7 @@ fn source_secret(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Option<Str
 
 enum JobState {
     Running(String),
-    Done(CopyResult),
+    Done(Box<CopyOutcome>),
 }
 
 /// Create the copy Job for this digest if there is none; report its result once it ends. A
@@ -379,20 +402,18 @@ async fn run_copy_job(
     }
     let result = termination_result(ctx, namespace, &name)
         .await?
-        .unwrap_or_else(|| CopyResult::failure_without_message(complete, &job));
+        .unwrap_or_else(|| outcome_without_message(complete, &job));
     let metrics = &ctx.metrics;
     if result.succeeded() {
         Metrics::count(&metrics.copies, "success");
-        if let Some(bytes) = result.bytes_total {
-            metrics.copy_bytes.observe(bytes as f64);
-        }
-        if let Some(seconds) = result.seconds {
-            metrics.copy_seconds.observe(seconds);
+        if let Some(report) = &result.report {
+            metrics.copy_bytes.observe(report.bytes_total as f64);
+            metrics.copy_seconds.observe(report.seconds);
         }
     } else {
         Metrics::count(
             &metrics.copies,
-            result.error_class.as_deref().unwrap_or("failure"),
+            result.error_class.map_or("failure", |c| c.as_str()),
         );
         let delete = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -400,7 +421,7 @@ async fn run_copy_job(
         };
         let _ = jobs.delete(&name, &delete).await;
     }
-    Ok(JobState::Done(result))
+    Ok(JobState::Done(Box::new(result)))
 }
 
 /// The copy result from the newest finished Pod of Job `name`.
@@ -408,7 +429,7 @@ async fn termination_result(
     ctx: &Context,
     namespace: &str,
     name: &str,
-) -> Result<Option<CopyResult>, Error> {
+) -> Result<Option<CopyOutcome>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
@@ -428,43 +449,28 @@ async fn termination_result(
     Ok(messages
         .into_iter()
         .rev()
-        .find_map(|(_, message)| CopyResult::parse(&message)))
+        .find_map(|(_, message)| CopyOutcome::parse(&message)))
 }
 
-impl CopyResult {
-    fn default_for(digest: &str) -> Self {
-        Self {
+/// A Job that ended without a readable result (OOM-killed, deadline exceeded): a failure is
+/// transient; a Job complete without a message is taken at its word.
+fn outcome_without_message(complete: bool, job: &Job) -> CopyOutcome {
+    if complete {
+        return CopyOutcome {
             result: "success".into(),
-            digest: Some(digest.to_owned()),
-            source_digest: Some(digest.to_owned()),
-            platforms: Vec::new(),
-            bytes_total: None,
-            seconds: None,
+            report: None,
             error_class: None,
-            message: None,
-        }
+            message: Some("copy Job complete without a result".into()),
+        };
     }
-
-    /// A Job that ended without a readable result (OOM-killed, deadline exceeded): transient.
-    fn failure_without_message(complete: bool, job: &Job) -> Self {
-        let reason = job
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
-            .and_then(|c| c.message.clone())
-            .unwrap_or_else(|| "the copy pod left no result".into());
-        Self {
-            result: if complete { "success" } else { "failure" }.into(),
-            digest: None,
-            source_digest: None,
-            platforms: Vec::new(),
-            bytes_total: None,
-            seconds: None,
-            error_class: (!complete).then(|| "network".into()),
-            message: Some(format!("copy Job: {reason}")),
-        }
-    }
+    let reason = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
+        .and_then(|c| c.message.clone())
+        .unwrap_or_else(|| "the copy pod left no result".into());
+    CopyOutcome::failure(ErrorClass::Network, &format!("copy Job: {reason}"))
 }
 
 impl Context {

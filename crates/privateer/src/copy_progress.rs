@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use privateer_registry::{BlobOutcome, CopyReport, Event, Progress};
+use privateer_registry::{BlobOutcome, CopyOutcome, CopyReport, ErrorClass, Event, Progress};
 
 use crate::copy_cmd::CopyFailure;
 
@@ -153,27 +153,17 @@ fn human_bytes(size: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// The one-line JSON result the controller reads from the Pod status. Kubernetes keeps at most
-/// 4096 bytes of it, so the message is cut to fit.
+/// The one-line JSON result the controller reads from the Pod status (`CopyOutcome`). An
+/// error that is not the registry's (bad arguments) is `invalid`: retrying cannot fix it.
 pub fn write_termination_log(path: &Path, result: &anyhow::Result<CopyReport>) {
-    let value = match result {
-        Ok(report) => {
-            let mut value = serde_json::to_value(report).unwrap_or_default();
-            value["result"] = "success".into();
-            value
-        }
-        Err(error) => {
-            let (class, message) = match error.downcast_ref::<CopyFailure>() {
-                Some(CopyFailure(e)) => (
-                    serde_json::to_value(e.class).unwrap_or_default(),
-                    e.to_string(),
-                ),
-                None => ("usage".into(), format!("{error:#}")),
-            };
-            let message: String = message.chars().take(3000).collect();
-            serde_json::json!({"result": "failure", "errorClass": class, "message": message})
-        }
+    let outcome = match result {
+        Ok(report) => CopyOutcome::success(report.clone()),
+        Err(error) => match error.downcast_ref::<CopyFailure>() {
+            Some(CopyFailure(e)) => CopyOutcome::from_error(e),
+            None => CopyOutcome::failure(ErrorClass::Invalid, &format!("{error:#}")),
+        },
     };
+    let value = serde_json::to_string(&outcome).unwrap_or_default();
     if let Err(e) = std::fs::write(path, format!("{value}\n")) {
         eprintln!(
             "privateer: could not write the termination message {}: {e}",

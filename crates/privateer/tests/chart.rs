@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
-use kube::ResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use privateer_api::{ImageMirror, Phase, names};
 use privateer_e2e::TestEnv;
@@ -344,7 +344,16 @@ async fn the_chart_installs_upgrades_admits_and_uninstalls() {
     );
     let mirror = mirrors.get(&name).await.unwrap();
     assert_eq!(mirror.phase(), Phase::Ready);
-    assert!(mirror.labels().is_empty() || !mirror.labels().contains_key("helm.sh/chart"));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(
+        crds.get_opt(names::CRD_NAME).await.unwrap().is_some(),
+        "the CRD stays"
+    );
+    let webhooks: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    assert!(
+        webhooks.get_opt("privateer").await.unwrap().is_none(),
+        "the webhooks go with the release"
+    );
     let target_registry = env.target.as_ref().unwrap();
     Pusher::new(oci_client(), target_registry.auth())
         .pull_manifest(

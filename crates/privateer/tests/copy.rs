@@ -579,7 +579,7 @@ fn bad_arguments_exit_2_with_the_reason() {
     assert_eq!(run.code(), Some(2));
     assert!(run.stderr().contains("os/arch"), "{}", run.stderr());
     assert_eq!(run.result["result"], "failure");
-    assert_eq!(run.result["errorClass"], "usage");
+    assert_eq!(run.result["errorClass"], "invalid");
     let run = privateer_copy(
         &dir,
         &["nginx:1", "localhost:5000/x", "--src-creds", "nopass"],

@@ -2,10 +2,10 @@
 //! for someone to change something (permanent).
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What kind of failure, for exit codes, the termination message and the controller's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ErrorClass {
     /// The image, repository or blob does not exist.
@@ -27,6 +27,20 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The camelCase name the termination message and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "notFound",
+            Self::Unauthorized => "unauthorized",
+            Self::Denied => "denied",
+            Self::DigestMismatch => "digestMismatch",
+            Self::Invalid => "invalid",
+            Self::Throttled => "throttled",
+            Self::Server => "server",
+            Self::Network => "network",
+        }
+    }
+
     /// Worth retrying: the same request may succeed later.
     pub fn is_transient(self) -> bool {
         matches!(self, Self::Throttled | Self::Server | Self::Network)

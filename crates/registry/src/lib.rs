@@ -11,17 +11,19 @@
 mod copy;
 mod error;
 mod manifest;
+mod outcome;
 mod progress;
 mod retry;
 mod side;
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use copy::{copy, resolve};
 pub use error::{CopyError, ErrorClass};
 pub use manifest::Platform;
+pub use outcome::CopyOutcome;
 pub use progress::{BlobOutcome, Event, Progress, Silent};
 pub use retry::RetryPolicy;
 
@@ -145,7 +147,7 @@ impl Default for CopyOptions {
 }
 
 /// What a copy did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyReport {
     /// The target reference pinned by digest.

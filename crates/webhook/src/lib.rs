@@ -28,8 +28,6 @@ use privateer_ecr::{EcrOptions, EcrProvider};
 use privateer_image::{Reference, TargetNaming};
 use tokio_util::sync::CancellationToken;
 
-pub use review::pod_subjects;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("configuration: {0}")]

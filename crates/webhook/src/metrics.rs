@@ -109,18 +109,20 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, endpoint: &'static str, outcome: &'static str, seconds: f64) {
+    pub fn request(&self, endpoint: &'static str, outcome: &'static str, seconds: Option<f64>) {
         self.requests
             .get_or_create(&RequestLabel { endpoint, outcome })
             .inc();
-        self.latency
-            .get_or_create(&EndpointLabel { endpoint })
-            .observe(seconds);
+        if let Some(seconds) = seconds {
+            self.latency
+                .get_or_create(&EndpointLabel { endpoint })
+                .observe(seconds);
+        }
     }
 
     pub fn render(&self) -> String {
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+        if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {
             text.clear();
         }
         text
@@ -142,6 +144,6 @@ impl privateer_health::Probe for Metrics {
     }
 
     fn metrics(&self) -> String {
-        privateer_health::strip_eof(self.render())
+        self.render()
     }
 }

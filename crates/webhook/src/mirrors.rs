@@ -101,39 +101,42 @@ impl Cluster {
             .is_some_and(|v| v == "true")
     }
 
-    /// Create the missing mirrors (AlreadyExists is success). Stops at the first failure: the
-    /// caller then admits the Pod unchanged.
+    /// Create the missing mirrors at once (AlreadyExists is success), each within the create
+    /// timeout. Any failure is returned: the caller then admits the Pod unchanged.
     pub async fn create(
         &self,
         missing: &BTreeMap<String, Reference>,
     ) -> Result<usize, CreateError> {
         let api: Api<ImageMirror> = Api::all(self.client.clone());
-        let mut created = 0;
-        for (name, source) in missing {
-            if self.claim(name) {
-                continue;
-            }
-            let mirror = ImageMirror::recorded_by(name, &source.to_string(), "webhook");
-            let result = tokio::time::timeout(
-                self.create_timeout,
-                api.create(&PostParams::default(), &mirror),
-            )
-            .await;
-            let problem = match result {
-                Ok(Ok(_)) => {
-                    created += 1;
-                    tracing::info!(mirror = %name, source = %source, "created ImageMirror");
-                    continue;
+        let creates = missing
+            .iter()
+            .filter(|(name, _)| !self.claim(name))
+            .map(|(name, source)| {
+                let api = api.clone();
+                async move {
+                    let mirror = ImageMirror::recorded_by(name, &source.to_string(), "webhook");
+                    let params = PostParams::default();
+                    let call = api.create(&params, &mirror);
+                    let problem = match tokio::time::timeout(self.create_timeout, call).await {
+                        Ok(Ok(_)) => {
+                            tracing::info!(mirror = %name, source = %source, "created ImageMirror");
+                            return Ok(true);
+                        }
+                        Ok(Err(kube::Error::Api(e))) if e.code == 409 => return Ok(false),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => format!("no answer within {:?}", self.create_timeout),
+                    };
+                    self.release(name);
+                    Err(CreateError {
+                        name: name.clone(),
+                        problem,
+                    })
                 }
-                Ok(Err(kube::Error::Api(e))) if e.code == 409 => continue,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {:?}", self.create_timeout),
-            };
-            self.release(name);
-            return Err(CreateError {
-                name: name.clone(),
-                problem,
             });
+        let results = futures::future::join_all(creates).await;
+        let mut created = 0;
+        for result in results {
+            created += usize::from(result?);
         }
         Ok(created)
     }

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation, jsonptr::PointerBuf};
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use privateer_api::config::{Config, PullSecretMode, RewritePolicy};
+use privateer_api::pod::original_images;
 use privateer_api::{Phase, names};
 use privateer_image::{Reference, TargetNaming, object_name};
 use serde_json::{Value, json};
@@ -196,7 +197,8 @@ pub fn plan_pod(
         return plan;
     }
     if !plan.rewritten.is_empty() {
-        let mut originals = existing_originals(pod);
+        // A reinvocation after another webhook added containers keeps the earlier entries.
+        let mut originals = original_images(pod).unwrap_or_default();
         for slot in &slots {
             if plan.rewritten.contains_key(slot.name) {
                 originals.insert(slot.name.to_owned(), slot.image.to_owned());
@@ -230,13 +232,7 @@ pub fn ephemeral_names(pod: &Pod) -> Vec<&str> {
 fn skip_reason(pod: &Pod, around: &Surroundings<'_>) -> Option<Skip> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
     let config = around.config;
-    if namespace == config.namespace
-        || config
-            .webhook
-            .exclude_namespaces
-            .iter()
-            .any(|n| n == namespace)
-    {
+    if config.excludes_namespace(namespace) {
         return Some(Skip::ExcludedNamespace);
     }
     if around.namespace_skipped {
@@ -260,23 +256,12 @@ fn skip_reason(pod: &Pod, around: &Surroundings<'_>) -> Option<Skip> {
     None
 }
 
-/// Is `source` an image privateer mirrors and rewrites?
+/// Is `source` an image privateer mirrors and rewrites? Not privateer's own, and not one the
+/// validating webhook will refuse.
 fn is_candidate(source: &Reference, around: &Surroundings<'_>) -> bool {
-    let Some(naming) = around.naming else {
-        return false;
-    };
-    let name = source.name();
-    let excluded = |prefix: &String| {
-        name == *prefix
-            || name
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-    };
-    !naming.is_in_target(source)
-        && around.config.sources.mirrors_registry(source.domain())
-        && !around.config.webhook.exclude_images.iter().any(excluded)
-        && !around.own_images.contains(&name)
-        // The validating webhook will refuse it: do not mirror it.
+    around.naming.is_some()
+        && around.config.mirrors_image(source)
+        && !around.own_images.contains(&source.name())
         && crate::policy::source_denials(source, around.config).is_empty()
 }
 
@@ -314,16 +299,6 @@ fn slots<'a>(pod: &'a Pod, existing_ephemeral: &[&str]) -> Vec<Slot<'a>> {
         }
     }
     slots
-}
-
-/// The annotation already on the Pod (a reinvocation after another webhook added containers).
-fn existing_originals(pod: &Pod) -> BTreeMap<String, String> {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(names::ANNOTATION_ORIGINAL_IMAGES))
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default()
 }
 
 fn gate(patch: &mut Vec<PatchOperation>, pod: &Pod) {
@@ -443,9 +418,4 @@ fn replace(tokens: &[&str], value: Value) -> PatchOperation {
         path: pointer(tokens),
         value,
     })
-}
-
-/// The operations as one JSONPatch.
-pub fn into_patch(operations: Vec<PatchOperation>) -> Patch {
-    Patch(operations)
 }

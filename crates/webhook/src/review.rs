@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use privateer_api::config::RewritePolicy;
-use privateer_api::names;
-use privateer_ecr::{Answer, TargetProvider};
+use privateer_api::pod::original_images;
+use privateer_ecr::{Answer, Findings, RepositoryFacts, TargetProvider};
 use serde::{Deserialize, Serialize};
 
 use crate::Webhook;
 use crate::metrics::{ReasonLabel, RuleLabel};
-use crate::mutate::{PodRequest, Surroundings, into_patch, plan_pod, plan_pvc};
+use crate::mutate::{PodRequest, Surroundings, plan_pod, plan_pvc};
 use crate::policy::{self, Denial, Subject};
 
 /// The answer body and the outcome label it is counted under.
@@ -26,15 +25,40 @@ pub struct Answered {
 #[derive(Debug)]
 pub struct BadRequest(pub String);
 
-fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Result<Answered, BadRequest>> {
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
-        .map_err(|e| Err(BadRequest(format!("not an AdmissionReview: {e}"))))?;
-    review.try_into().map_err(|_| {
-        Ok(answer(
-            AdmissionResponse::invalid("the AdmissionReview has no request"),
-            "invalid",
-        ))
-    })
+/// Just the kind of an AdmissionReview's object: the body is then parsed once, straight into
+/// that type (no generic JSON tree in between).
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    request: Option<PeekRequest>,
+}
+
+#[derive(Deserialize)]
+struct PeekRequest {
+    uid: String,
+    kind: kube::core::GroupVersionKind,
+}
+
+/// Parse `body` as an AdmissionReview of `K`; what cannot be parsed gets its answer.
+fn parse<K>(body: &[u8], uid: &str) -> Result<AdmissionRequest<K>, Answered>
+where
+    K: kube::Resource + serde::de::DeserializeOwned,
+{
+    match serde_json::from_slice::<AdmissionReview<K>>(body) {
+        Ok(review) => review
+            .try_into()
+            .map_err(|_| invalid(uid, "the AdmissionReview has no request".into())),
+        Err(e) => Err(invalid(uid, format!("the object does not parse: {e}"))),
+    }
+}
+
+/// The uid and kind of the request in `body`; a body that is no AdmissionReview is a 400.
+fn peek(body: &[u8]) -> Result<Result<PeekRequest, Answered>, BadRequest> {
+    let peek: Peek = serde_json::from_slice(body)
+        .map_err(|e| BadRequest(format!("not an AdmissionReview: {e}")))?;
+    Ok(peek
+        .request
+        .ok_or_else(|| invalid("", "the AdmissionReview has no request".into())))
 }
 
 fn answer(response: AdmissionResponse, outcome: &'static str) -> Answered {
@@ -42,73 +66,64 @@ fn answer(response: AdmissionResponse, outcome: &'static str) -> Answered {
     Answered { body, outcome }
 }
 
-fn invalid(request: &AdmissionRequest<DynamicObject>, problem: String) -> Answered {
+fn invalid(uid: &str, problem: String) -> Answered {
     let mut response = AdmissionResponse::invalid(problem);
-    response.uid.clone_from(&request.uid);
+    uid.clone_into(&mut response.uid);
     answer(response, "invalid")
 }
 
-fn object<K: serde::de::DeserializeOwned + kube::Resource>(
-    object: Option<&DynamicObject>,
-    what: &str,
-) -> Result<K, String> {
-    let object = object.ok_or_else(|| format!("the request carries no {what}"))?;
-    object
-        .clone()
-        .try_parse()
-        .map_err(|e| format!("the {what} does not parse: {e}"))
-}
-
-fn is_ephemeral_update(request: &AdmissionRequest<DynamicObject>) -> bool {
+fn is_ephemeral_update<K: kube::Resource>(request: &AdmissionRequest<K>) -> bool {
     request.operation == Operation::Update
         && request.sub_resource.as_deref() == Some("ephemeralcontainers")
 }
 
 impl Webhook {
     pub async fn mutate(&self, body: &[u8]) -> Result<Answered, BadRequest> {
-        let request = match parse(body) {
-            Ok(request) => request,
-            Err(done) => return done,
+        let head = match peek(body)? {
+            Ok(head) => head,
+            Err(answered) => return Ok(answered),
         };
-        let allowed = AdmissionResponse::from(&request);
-        match request.kind.kind.as_str() {
-            "Pod" => Ok(self.mutate_pod(&request, allowed).await),
-            "PersistentVolumeClaim" if request.operation == Operation::Create => {
-                let pvc: PersistentVolumeClaim = match object(request.object.as_ref(), "object") {
-                    Ok(pvc) => pvc,
-                    Err(problem) => return Ok(invalid(&request, problem)),
-                };
-                Ok(with_patch(allowed, plan_pvc(&pvc, &self.config)))
-            }
-            "PersistentVolumeClaim" => Ok(answer(allowed, "unchanged")),
-            other => Ok(invalid(
-                &request,
+        Ok(match head.kind.kind.as_str() {
+            "Pod" => match parse::<Pod>(body, &head.uid) {
+                Ok(request) => self.mutate_pod(request).await,
+                Err(answered) => answered,
+            },
+            "PersistentVolumeClaim" => match parse::<PersistentVolumeClaim>(body, &head.uid) {
+                Ok(request) => {
+                    let allowed = AdmissionResponse::from(&request);
+                    match (&request.operation, &request.object) {
+                        (Operation::Create, Some(pvc)) => {
+                            with_patch(allowed, plan_pvc(pvc, &self.config))
+                        }
+                        _ => answer(allowed, "unchanged"),
+                    }
+                }
+                Err(answered) => answered,
+            },
+            other => invalid(
+                &head.uid,
                 format!("privateer's /mutate handles Pods and PersistentVolumeClaims, not {other}"),
-            )),
-        }
+            ),
+        })
     }
 
-    async fn mutate_pod(
-        &self,
-        request: &AdmissionRequest<DynamicObject>,
-        allowed: AdmissionResponse,
-    ) -> Answered {
-        let ephemeral = is_ephemeral_update(request);
+    async fn mutate_pod(&self, mut request: AdmissionRequest<Pod>) -> Answered {
+        let allowed = AdmissionResponse::from(&request);
+        let ephemeral = is_ephemeral_update(&request);
         if request.operation != Operation::Create && !ephemeral {
             return answer(allowed, "unchanged");
         }
-        let mut pod: Pod = match object(request.object.as_ref(), "object") {
-            Ok(pod) => pod,
-            Err(problem) => return invalid(request, problem),
+        let Some(mut pod) = request.object.take() else {
+            return invalid(&request.uid, "the request carries no object".into());
         };
         // A Pod created with generateName in a namespace has neither field set yet.
         if pod.metadata.namespace.is_none() {
             pod.metadata.namespace.clone_from(&request.namespace);
         }
-        let old: Option<Pod> = if ephemeral {
-            match object(request.old_object.as_ref(), "oldObject") {
-                Ok(old) => Some(old),
-                Err(problem) => return invalid(request, problem),
+        let old = if ephemeral {
+            match request.old_object.take() {
+                Some(old) => Some(old),
+                None => return invalid(&request.uid, "the request carries no oldObject".into()),
             }
         } else {
             None
@@ -170,41 +185,36 @@ impl Webhook {
     }
 
     pub async fn validate(&self, body: &[u8]) -> Result<Answered, BadRequest> {
-        let request = match parse(body) {
+        let head = match peek(body)? {
+            Ok(head) => head,
+            Err(answered) => return Ok(answered),
+        };
+        if head.kind.kind != "Pod" {
+            let problem = format!("privateer's /validate judges Pods, not {}", head.kind.kind);
+            return Ok(invalid(&head.uid, problem));
+        }
+        let request = match parse::<Pod>(body, &head.uid) {
             Ok(request) => request,
-            Err(done) => return done,
+            Err(answered) => return Ok(answered),
         };
         let allowed = AdmissionResponse::from(&request);
-        if request.kind.kind != "Pod" {
-            return Ok(invalid(
-                &request,
-                format!(
-                    "privateer's /validate judges Pods, not {}",
-                    request.kind.kind
-                ),
-            ));
-        }
         let ephemeral = is_ephemeral_update(&request);
         if request.operation != Operation::Create && !ephemeral {
             return Ok(answer(allowed, "allowed"));
         }
-        let pod: Pod = match object(request.object.as_ref(), "object") {
-            Ok(pod) => pod,
-            Err(problem) => return Ok(invalid(&request, problem)),
+        let Some(pod) = &request.object else {
+            return Ok(invalid(
+                &request.uid,
+                "the request carries no object".into(),
+            ));
         };
         let namespace = request.namespace.clone().unwrap_or_default();
-        if namespace == self.config.namespace
-            || self.config.webhook.exclude_namespaces.contains(&namespace)
-            || self.cluster.namespace_skipped(&namespace)
+        if self.config.excludes_namespace(&namespace) || self.cluster.namespace_skipped(&namespace)
         {
             return Ok(answer(allowed, "allowed"));
         }
-        let old: Option<Pod> = if ephemeral {
-            object(request.old_object.as_ref(), "oldObject").ok()
-        } else {
-            None
-        };
-        let subjects = pod_subjects(&pod, old.as_ref());
+        let old = request.old_object.as_ref().filter(|_| ephemeral);
+        let subjects = pod_subjects(pod, old);
         let denials = self.judge(&subjects).await;
         if denials.is_empty() {
             return Ok(answer(allowed, "allowed"));
@@ -215,36 +225,27 @@ impl Webhook {
         ))
     }
 
-    /// Every rule over every subject; a Pod mixing ECR and public images is judged whole.
+    /// Every rule over every subject; a Pod mixing ECR and public images is judged whole. ECR
+    /// is asked about every image at once, so the answer never waits for lookups in a row.
     pub async fn judge(&self, subjects: &[Subject]) -> Vec<Denial> {
-        let mut denials = Vec::new();
-        for subject in subjects {
-            denials.extend(policy::judge_static(subject, &self.config));
-            let Some((repository, digest)) = policy::ecr_repository(subject, &self.config) else {
-                continue;
-            };
-            let (facts, findings) = match &self.provider {
-                Some(provider) => {
-                    let facts = Box::pin(provider.repository_facts(&repository)).await;
-                    let findings = match digest {
-                        Some(digest)
-                            if self.config.policy.ecr_compliance.deny_critical_findings =>
-                        {
-                            Some(Box::pin(provider.findings(&repository, &digest)).await)
-                        }
-                        _ => None,
-                    };
-                    (facts, findings)
-                }
-                None => (Answer::NotApplicable, None),
-            };
-            denials.extend(policy::judge_ecr(
-                subject,
-                &self.config,
-                &facts,
-                findings.as_ref(),
-            ));
-        }
+        let lookups = subjects.iter().map(|subject| async move {
+            let mut denials = policy::judge_static(subject, &self.config);
+            if let Some((repository, digest)) = policy::ecr_repository(subject, &self.config) {
+                let (facts, findings) = self.ecr_answers(&repository, digest.as_deref()).await;
+                denials.extend(policy::judge_ecr(
+                    subject,
+                    &self.config,
+                    &facts,
+                    findings.as_ref(),
+                ));
+            }
+            denials
+        });
+        let denials: Vec<Denial> = futures::future::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         for denial in &denials {
             self.metrics
                 .denials
@@ -254,6 +255,26 @@ impl Webhook {
                 .inc();
         }
         denials
+    }
+
+    /// The repository's facts and, when critical findings are denied and the image is pinned,
+    /// its scan findings (both cached by the provider).
+    async fn ecr_answers(
+        &self,
+        repository: &str,
+        digest: Option<&str>,
+    ) -> (Answer<RepositoryFacts>, Option<Answer<Findings>>) {
+        let Some(provider) = &self.provider else {
+            return (Answer::NotApplicable, None);
+        };
+        let facts = Box::pin(provider.repository_facts(repository)).await;
+        let findings = match digest {
+            Some(digest) if self.config.policy.ecr_compliance.deny_critical_findings => {
+                Some(Box::pin(provider.findings(repository, digest)).await)
+            }
+            _ => None,
+        };
+        (facts, findings)
     }
 
     /// `imagepolicy.k8s.io/v1alpha1` ImageReview, for the ImagePolicyWebhook admission plugin.
@@ -299,7 +320,7 @@ fn with_patch(response: AdmissionResponse, patch: Vec<json_patch::PatchOperation
         return answer(response, "unchanged");
     }
     let uid = response.uid.clone();
-    match response.with_patch(into_patch(patch)) {
+    match response.with_patch(json_patch::Patch(patch)) {
         Ok(response) => answer(response, "patched"),
         Err(e) => {
             let mut response = AdmissionResponse::invalid(format!("patch: {e}"));
@@ -312,13 +333,7 @@ fn with_patch(response: AdmissionResponse, patch: Vec<json_patch::PatchOperation
 /// The images a Pod runs, with whether privateer rewrote them. For an ephemeral-containers
 /// update, only the containers being added.
 pub fn pod_subjects(pod: &Pod, old: Option<&Pod>) -> Vec<Subject> {
-    let originals: BTreeMap<String, String> = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(names::ANNOTATION_ORIGINAL_IMAGES))
-        .and_then(|text| serde_json::from_str(text).ok())
-        .unwrap_or_default();
+    let originals = original_images(pod).unwrap_or_default();
     let Some(spec) = &pod.spec else {
         return Vec::new();
     };

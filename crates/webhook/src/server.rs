@@ -197,7 +197,8 @@ async fn handle(
                 None,
             ),
         };
-    let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    // Latency is the answer's, from a whole body: a body that never arrived has none.
+    let seconds = started.map(|s| s.elapsed().as_secs_f64());
     webhook.metrics.request(endpoint, outcome, seconds);
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -179,6 +179,37 @@ impl SourcesConfig {
     }
 }
 
+impl Config {
+    /// Does privateer leave Pods in `namespace` alone? Its own namespace and
+    /// `webhook.excludeNamespaces` (namespaces labelled `privateer.dev/skip=true` too, which the
+    /// caller knows from the namespace).
+    pub fn excludes_namespace(&self, namespace: &str) -> bool {
+        namespace == self.namespace
+            || self
+                .webhook
+                .exclude_namespaces
+                .iter()
+                .any(|n| n == namespace)
+    }
+
+    /// Is `image` one privateer mirrors? Not already in the target registry, from a mirrored
+    /// registry, and not in `webhook.excludeImages` (a name, or a prefix on a `/` boundary).
+    /// The webhook and the controller's backfill ask the same question here.
+    pub fn mirrors_image(&self, image: &privateer_image::Reference) -> bool {
+        let name = image.name();
+        let excluded = |prefix: &String| {
+            name == *prefix
+                || name
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        !self.target.registry.is_empty()
+            && !image.domain().eq_ignore_ascii_case(&self.target.registry)
+            && self.sources.mirrors_registry(image.domain())
+            && !self.webhook.exclude_images.iter().any(excluded)
+    }
+}
+
 impl Default for SourcesConfig {
     fn default() -> Self {
         Self {
