@@ -80,15 +80,38 @@ bench what="copy" runs="5":
     release="$(just _target-dir)/release"
     "$release/privateer-bench" {{what}} --runs {{runs}} --privateer "$release/privateer" --out target/bench/{{what}}.md
 
-# Fuzz the reference parser for SECONDS (cargo-fuzz, installed into the cache on first use).
-fuzz seconds="60":
+# Fuzz TARGET (or `all`, one after another) for SECONDS each, or for RUNS executions when
+# given: reference, manifest, challenge, token, outcome, docker_config, admission. Seeds are
+# checked in under fuzz/seeds/TARGET; what libFuzzer finds goes to fuzz/corpus (ignored).
+# The last lines give executions and crashes per target (log: target/fuzz/TARGET.log).
+fuzz target="all" seconds="60" runs="":
     #!/usr/bin/env bash
     set -euo pipefail
     export PATH="{{cache}}/bin:$PATH"
     command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --root "{{cache}}"
     cd fuzz
     # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain here accept them.
-    RUSTC_BOOTSTRAP=1 cargo fuzz run reference -- -max_total_time={{seconds}}
+    export RUSTC_BOOTSTRAP=1
+    targets="{{target}}"
+    [ "$targets" = all ] && targets="$(cargo fuzz list)"
+    limit="-max_total_time={{seconds}}"
+    [ -n "{{runs}}" ] && limit="-runs={{runs}}"
+    mkdir -p ../target/fuzz
+    summary=""
+    for t in $targets; do
+        mkdir -p "corpus/$t" "seeds/$t"
+        # No sanitizer: the code is safe Rust (unsafe is forbidden), so coverage guidance is
+        # what finds panics; ASan would only slow every execution down.
+        status=0
+        cargo fuzz run --sanitizer none "$t" "corpus/$t" "seeds/$t" -- "$limit" -print_final_stats=1 \
+            > "../target/fuzz/$t.log" 2>&1 || status=$?
+        runs_done="$(grep -oE 'stat::number_of_executed_units: [0-9]+' "../target/fuzz/$t.log" | grep -oE '[0-9]+$' || echo 0)"
+        crashes="$(ls artifacts/$t 2>/dev/null | wc -l)"
+        summary+="$t: $runs_done executions, exit $status, $crashes crash artifacts"$'\n'
+        if [ "$status" -ne 0 ]; then tail -n 30 "../target/fuzz/$t.log"; fi
+    done
+    printf '%s' "$summary"
+    ! grep -q 'exit [1-9]' <<< "$summary"
 
 # The main job on the local control plane: mirror, rewrite, gate, release, deny. Leaves the
 # environment up for exploring (`just dev-down` stops it, privateer included).

@@ -6,6 +6,7 @@
 pub mod controlplane;
 pub mod ecr_proxy;
 pub mod env;
+pub mod hostile;
 pub mod https;
 pub mod images;
 pub mod moto;

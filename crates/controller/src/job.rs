@@ -43,6 +43,31 @@ pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &Job
         "--parallelism".to_owned(),
         config.copy.parallelism.to_string(),
     ];
+    let bounds = &config.registries;
+    let seconds =
+        |d: privateer_api::Duration| std::time::Duration::from(d).as_secs_f64().to_string();
+    for (flag, value) in [
+        (
+            "--max-manifest-bytes",
+            bounds.limits.manifest_bytes.to_string(),
+        ),
+        (
+            "--max-index-children",
+            bounds.limits.index_children.to_string(),
+        ),
+        ("--max-layers", bounds.limits.layers.to_string()),
+        ("--max-token-bytes", bounds.limits.token_bytes.to_string()),
+        ("--max-total-bytes", bounds.limits.total_bytes.to_string()),
+        ("--connect-timeout", seconds(bounds.timeouts.connect)),
+        ("--read-timeout", seconds(bounds.timeouts.read)),
+        ("--timeout", seconds(bounds.timeouts.copy)),
+        ("--max-redirects", bounds.redirects.max_hops.to_string()),
+    ] {
+        args.extend([flag.to_owned(), value]);
+    }
+    if !bounds.redirects.allow_private {
+        args.push("--no-private-redirects".to_owned());
+    }
     for platform in &plan.platforms {
         args.extend(["--platform".to_owned(), platform.clone()]);
     }

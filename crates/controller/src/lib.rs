@@ -30,7 +30,7 @@ use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
 use privateer_image::TargetNaming;
-use privateer_registry::{CopyOptions, Credentials, TlsOptions};
+use privateer_registry::{CopyOptions, Credentials, Limits, Redirects, Timeouts, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use gate::{GateAction, decide as decide_gate, release_patch};
@@ -150,8 +150,26 @@ fn copy_options(config: &Config) -> Result<CopyOptions, Error> {
         let pem = std::fs::read(path).map_err(|e| Error::Config(format!("{key} {path}: {e}")))?;
         ca_pems.push(pem);
     }
+    let r = &config.registries;
     Ok(CopyOptions {
         parallelism: usize::try_from(config.copy.parallelism).unwrap_or(1).max(1),
+        limits: Limits {
+            manifest_bytes: r.limits.manifest_bytes,
+            index_children: r.limits.index_children as usize,
+            layers: r.limits.layers as usize,
+            token_bytes: r.limits.token_bytes,
+            total_bytes: r.limits.total_bytes,
+        },
+        timeouts: Timeouts {
+            connect: r.timeouts.connect.into(),
+            read: r.timeouts.read.into(),
+            resolve: r.timeouts.resolve.into(),
+            copy: r.timeouts.copy.into(),
+        },
+        redirects: Redirects {
+            max_hops: r.redirects.max_hops as usize,
+            allow_private: r.redirects.allow_private,
+        },
         tls: TlsOptions {
             insecure_hosts: config
                 .target

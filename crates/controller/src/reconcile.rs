@@ -155,8 +155,27 @@ async fn finish_copy(
 ) -> Result<Action, Error> {
     if result.succeeded() {
         let ready = ready(plan, digest, result);
-        write_status(ctx, mirror, Outcome::Ready(ready)).await?;
-        return Ok(requeue_for_refresh(ctx, mirror));
+        // A Pod's word is not proof: the digest recorded is the one the target answers.
+        let written = ready.written_digest();
+        let at = match plan.target.tag() {
+            Some(tag) => ImageId::Tag(tag.to_owned()),
+            None => ImageId::Digest(written.to_owned()),
+        };
+        let present = ctx.provider.manifest_digest(plan.target.path(), &at).await;
+        return match present {
+            Ok(Some(present)) if present == written => {
+                write_status(ctx, mirror, Outcome::Ready(ready)).await?;
+                Ok(requeue_for_refresh(ctx, mirror))
+            }
+            Ok(other) => {
+                let message = format!(
+                    "the copy Job reported {written}, but the target holds {}",
+                    other.as_deref().unwrap_or("no such manifest")
+                );
+                fail(ctx, mirror, true, "CopyUnverified", message).await
+            }
+            Err(e) => fail(ctx, mirror, e.is_transient(), "CopyUnverified", e).await,
+        };
     }
     let message = result
         .message
@@ -234,6 +253,15 @@ pub struct Ready {
     pub source_digest: String,
     pub platforms: Vec<String>,
     pub size_bytes: Option<i64>,
+}
+
+impl Ready {
+    /// The digest the target image is pinned by.
+    fn written_digest(&self) -> &str {
+        self.target_image
+            .rsplit_once('@')
+            .map_or(self.target_image.as_str(), |(_, digest)| digest)
+    }
 }
 
 fn ready(plan: &Plan, source_digest: &str, result: CopyOutcome) -> Ready {

@@ -12,7 +12,7 @@ use privateer_registry::{
     CopyError, CopyOptions, Credentials, Endpoint, Image, Platform, RetryPolicy, TlsOptions,
 };
 
-use crate::copy_progress;
+use crate::{copy_bounds, copy_progress};
 
 /// Copy an image between registries, digest-exact (what privateer's copy Jobs run).
 ///
@@ -70,6 +70,8 @@ pub struct CopyArgs {
     /// Write the one-line JSON result here [default: /dev/termination-log inside a Pod].
     #[arg(long, value_name = "FILE")]
     termination_log: Option<PathBuf>,
+    #[command(flatten)]
+    bounds: copy_bounds::BoundsArgs,
 }
 
 /// A copy that failed at a registry, not in its arguments.
@@ -123,7 +125,7 @@ async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> 
         }
         ca_pems.extend(split_pem_bundle(&pem));
     }
-    let options = CopyOptions {
+    let mut options = CopyOptions {
         parallelism: args.parallelism.max(1),
         platforms,
         retry: RetryPolicy {
@@ -136,7 +138,9 @@ async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> 
             ca_pems,
         },
         mount_from: args.mount_from.clone(),
+        ..CopyOptions::default()
     };
+    args.bounds.apply(&mut options)?;
     let source = Image {
         endpoint: endpoint(args.src_endpoint.as_deref(), "--src-endpoint")?,
         credentials: credentials(

@@ -163,7 +163,7 @@ pub fn write_termination_log(path: &Path, result: &anyhow::Result<CopyReport>) {
             None => CopyOutcome::failure(ErrorClass::Invalid, &format!("{error:#}")),
         },
     };
-    let value = serde_json::to_string(&outcome).unwrap_or_default();
+    let value = outcome.to_message();
     if let Err(e) = std::fs::write(path, format!("{value}\n")) {
         eprintln!(
             "privateer: could not write the termination message {}: {e}",

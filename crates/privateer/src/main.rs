@@ -1,5 +1,6 @@
 //! The `privateer` binary: command-line parsing and wiring only; the work lives in the crates.
 
+mod copy_bounds;
 mod copy_cmd;
 mod copy_progress;
 mod image_cmd;

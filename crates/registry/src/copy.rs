@@ -15,8 +15,29 @@ use crate::{CopyOptions, CopyReport, Image};
 
 /// Copy `source` to `target`. The target's tag is its own, else the source's; a target with
 /// neither (a digest-only source) is written under the anchor tag `sha256-<hex>` so lifecycle
-/// rules for untagged images leave it alone.
+/// rules for untagged images leave it alone. The whole copy ends within `timeouts.copy`.
 pub async fn copy(
+    source: &Image,
+    target: &Image,
+    options: &CopyOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<CopyReport, CopyError> {
+    let deadline = options.timeouts.copy;
+    tokio::time::timeout(deadline, copy_within(source, target, options, progress))
+        .await
+        .unwrap_or_else(|_| {
+            Err(CopyError::new(
+                ErrorClass::Network,
+                format!("copy {} to {}", source.reference, target.reference),
+                format!(
+                    "did not finish within {}s (timeouts.copy)",
+                    deadline.as_secs()
+                ),
+            ))
+        })
+}
+
+async fn copy_within(
     source: &Image,
     target: &Image,
     options: &CopyOptions,
@@ -24,20 +45,8 @@ pub async fn copy(
 ) -> Result<CopyReport, CopyError> {
     let started = Instant::now();
     let parallelism = options.parallelism.max(1);
-    let src = Side::new(
-        source,
-        &options.tls,
-        false,
-        options.retry.clone(),
-        progress.clone(),
-    );
-    let dst = Side::new(
-        target,
-        &options.tls,
-        true,
-        options.retry.clone(),
-        progress.clone(),
-    );
+    let src = Side::new(source, options, progress.clone())?;
+    let dst = Side::new(target, options, progress.clone())?;
     progress.event(Event::Start {
         source: source.reference.to_string(),
         target: target.reference.to_string(),
@@ -95,13 +104,16 @@ pub async fn copy(
     };
     let source_digest = top.digest.clone();
     let top = select_platforms(top, platforms, progress.as_ref())?;
-    if top.digest != source_digest
+    // What the target will call it: the sha256 of the bytes, also for a sha512 source.
+    let written_digest = top.canonical_digest();
+    if written_digest != source_digest
         && let Some(report) =
-            up_to_date(&dst, target, destination_tag.as_deref(), &top.digest).await?
+            up_to_date(&dst, target, destination_tag.as_deref(), &written_digest).await?
     {
         return Ok(finish(report, &source_digest, started));
     }
     if let Some(wanted) = target.reference.digest()
+        && wanted.to_string() != written_digest
         && wanted.to_string() != top.digest
     {
         return Err(CopyError::new(
@@ -131,21 +143,58 @@ pub async fn copy(
 
     // A repository that does not exist yet has no blobs: skip asking for each (one request
     // per blob saved, the registry's main cost when layers are small).
+    let bytes_total = declared_total(&blobs, dst.limits().total_bytes, &top.digest)?;
     let fresh_repository = !dst.repository_exists().await?;
-    let mut report = report(target, destination_tag.as_deref(), &top.digest);
+    let mut report = report(target, destination_tag.as_deref(), &written_digest);
     report.media_type = top.media_type.clone();
     report.platforms = top.platforms();
-    report.bytes_total = blobs.iter().map(|b| b.size).sum();
+    report.bytes_total = bytes_total;
     // Owned items, not references: the futures must be Send for any caller's lifetimes.
     let (src, dst) = (&src, &dst);
-    let outcomes: Vec<(BlobOutcome, u64)> = stream::iter(blobs.iter().cloned())
+    // The first failure stops the others: uploads in flight are abandoned and their sessions
+    // cancelled (a dropped future could not clean up after itself), none new are started.
+    let (abort, aborted) = tokio::sync::watch::channel(false);
+    let first_error: Mutex<Option<CopyError>> = Mutex::new(None);
+    let (abort, first_error) = (&abort, &first_error);
+    let results: Vec<Result<(BlobOutcome, u64), CopyError>> = stream::iter(blobs.iter().cloned())
         .map(|blob| {
             let progress = progress.clone();
-            async move { copy_blob(src, dst, &blob, fresh_repository, options, progress).await }
+            let aborted = aborted.clone();
+            async move {
+                if *aborted.borrow() {
+                    return Err(abandoned(&blob.digest));
+                }
+                let result = copy_blob(
+                    src,
+                    dst,
+                    &blob,
+                    fresh_repository,
+                    options,
+                    progress,
+                    &aborted,
+                )
+                .await;
+                if let Err(e) = &result {
+                    let mut first = first_error.lock().unwrap_or_else(PoisonError::into_inner);
+                    if first.is_none() {
+                        *first = Some(e.clone());
+                        abort.send_replace(true);
+                    }
+                }
+                result
+            }
         })
         .buffer_unordered(parallelism)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
+    if let Some(error) = first_error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+    {
+        return Err(error);
+    }
+    let outcomes = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     for (outcome, size) in outcomes {
         count(&mut report, outcome, size);
     }
@@ -158,20 +207,23 @@ pub async fn copy(
         .await?;
     let written_as = destination_tag
         .clone()
-        .unwrap_or_else(|| anchor_tag(&top.digest));
+        .unwrap_or_else(|| anchor_tag(&written_digest));
     dst.push_manifest(&top, &written_as).await?;
     report.manifests = children.len() + 1;
     progress.event(Event::Pushed {
         reference: format!("{}:{written_as}", dst.name()),
-        digest: top.digest.clone(),
+        digest: written_digest.clone(),
     });
     match dst.manifest_digest(&written_as).await? {
-        Some(digest) if digest == top.digest => {}
+        Some(digest) if digest == written_digest => {}
         other => {
             return Err(CopyError::new(
                 ErrorClass::Invalid,
                 format!("verify {}:{written_as}", dst.name()),
-                format!("the target answers {other:?} after writing {}", top.digest),
+                format!(
+                    "the target answers {} after writing {written_digest}",
+                    other.as_deref().unwrap_or("no manifest")
+                ),
             ));
         }
     }
@@ -179,25 +231,56 @@ pub async fn copy(
 }
 
 /// The manifest digest `image` names now (one HEAD, or the digest it is pinned to), or `None`
-/// when there is no such manifest.
+/// when there is no such manifest. Ends within `timeouts.resolve`.
 pub async fn resolve(image: &Image, options: &CopyOptions) -> Result<Option<String>, CopyError> {
     if let Some(digest) = image.reference.digest() {
         return Ok(Some(digest.to_string()));
     }
-    let side = Side::new(
-        image,
-        &options.tls,
-        false,
-        options.retry.clone(),
-        Arc::new(crate::Silent),
-    );
-    side.manifest_digest(image.reference.effective_tag().unwrap_or("latest"))
+    let side = Side::new(image, options, Arc::new(crate::Silent))?;
+    let tag = image.reference.effective_tag().unwrap_or("latest");
+    let deadline = options.timeouts.resolve;
+    tokio::time::timeout(deadline, side.manifest_digest(tag))
         .await
+        .unwrap_or_else(|_| {
+            Err(CopyError::new(
+                ErrorClass::Network,
+                format!("resolve {}", image.reference),
+                format!(
+                    "{} did not answer within {}s (timeouts.resolve)",
+                    side.host(),
+                    deadline.as_secs()
+                ),
+            ))
+        })
 }
 
-/// `sha256:abc…` → `sha256-abc…`, the tag that keeps a digest-only copy from being "untagged".
+/// The tag that keeps a digest-only copy from being "untagged" (within the tag length limit).
 fn anchor_tag(digest: &str) -> String {
-    digest.replace(':', "-")
+    privateer_image::Digest::parse(digest)
+        .map(|d| d.anchor_tag())
+        .unwrap_or_else(|_| digest.replace(':', "-"))
+}
+
+/// The sum of the blob sizes, in checked arithmetic, within `limits.totalBytes`: checked
+/// before any blob moves.
+fn declared_total(blobs: &[Descriptor], limit: u64, digest: &str) -> Result<u64, CopyError> {
+    let refuse = |total: String| {
+        CopyError::new(
+            ErrorClass::Invalid,
+            format!("read manifest {digest}"),
+            format!("its blobs declare {total} bytes, over the limit limits.totalBytes = {limit}"),
+        )
+    };
+    let mut total: u64 = 0;
+    for blob in blobs {
+        total = total
+            .checked_add(blob.size)
+            .ok_or_else(|| refuse("more than 2^64".into()))?;
+    }
+    if total > limit {
+        return Err(refuse(total.to_string()));
+    }
+    Ok(total)
 }
 
 /// Does the target hold `digest` where this copy would write it?
@@ -260,6 +343,21 @@ async fn pull_children(
     let Body::Index { children } = &top.body else {
         return Ok(Vec::new());
     };
+    // Registries store a manifest pushed by digest under its sha256: an index naming children
+    // by another algorithm cannot be copied digest-exact. Refused before anything is written.
+    if let Some(child) = children
+        .iter()
+        .find(|c| !c.descriptor.digest.starts_with("sha256:"))
+    {
+        return Err(CopyError::new(
+            ErrorClass::Invalid,
+            format!("copy index {}", top.digest),
+            format!(
+                "child {} is named by a digest other than sha256, which registries cannot store it under",
+                child.descriptor.digest
+            ),
+        ));
+    }
     let pulled: Vec<Manifest> = stream::iter(children.iter().cloned())
         .map(|child| async move {
             let manifest = src.pull_manifest(&child.descriptor.digest).await?;
@@ -274,6 +372,7 @@ async fn pull_children(
         .try_collect()
         .await?;
     if let Some(nested) = pulled.iter().find(|m| matches!(m.body, Body::Index { .. })) {
+        // Depth is fixed at two (an index and its images): no nesting to bound further.
         return Err(CopyError::new(
             ErrorClass::Invalid,
             format!("copy index {}", top.digest),
@@ -294,6 +393,7 @@ async fn copy_blob(
     fresh_repository: bool,
     options: &CopyOptions,
     progress: Arc<dyn Progress>,
+    aborted: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(BlobOutcome, u64), CopyError> {
     let started = Instant::now();
     let done = |outcome| {
@@ -323,7 +423,7 @@ async fn copy_blob(
         size: blob.size,
     });
     with_fresh_logins(&[src, dst], &options.retry, progress.as_ref(), || {
-        stream_blob(src, dst, blob, progress.clone())
+        stream_blob(src, dst, blob, progress.clone(), aborted)
     })
     .await?;
     done(BlobOutcome::Copied)
@@ -335,6 +435,7 @@ async fn stream_blob(
     dst: &Side,
     blob: &Descriptor,
     progress: Arc<dyn Progress>,
+    aborted: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), CopyError> {
     let body = hold_last_chunk(src.pull_blob_once(blob).await?);
     // The upload sees only "the body failed"; remember why the source stream broke.
@@ -349,7 +450,9 @@ async fn stream_blob(
             *witness.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
         }
     });
-    let pushed = dst.push_blob_once(&blob.digest, blob.size, counted).await;
+    let pushed = dst
+        .push_blob_once(&blob.digest, blob.size, counted, aborted.clone())
+        .await;
     let broken = broken.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (broken, pushed) {
         (Some(source_error), _) => Err(source_error),
@@ -381,18 +484,27 @@ fn hold_last_chunk(
     )
 }
 
+/// A blob given up on because another one failed.
+pub(crate) fn abandoned(digest: &str) -> CopyError {
+    CopyError::new(
+        ErrorClass::Network,
+        format!("copy blob {digest}"),
+        "abandoned: another blob of the copy failed",
+    )
+}
+
+/// Why the source stream broke: the classified error it carried, or a network fault.
 fn stream_error(digest: &str, source: &str, error: &std::io::Error) -> CopyError {
-    let action = format!("pull blob {digest} from {source}");
-    let mismatch = error
+    match error
         .get_ref()
-        .and_then(|inner| inner.downcast_ref::<oci_client::errors::DigestError>());
-    match mismatch {
-        Some(mismatch) => CopyError::new(
-            ErrorClass::DigestMismatch,
-            action,
-            format!("the source served content that does not match its digest: {mismatch}"),
+        .and_then(|inner| inner.downcast_ref::<CopyError>())
+    {
+        Some(carried) => carried.clone(),
+        None => CopyError::new(
+            ErrorClass::Network,
+            format!("pull blob {digest} from {source}"),
+            error.to_string(),
         ),
-        None => CopyError::new(ErrorClass::Network, action, error.to_string()),
     }
 }
 
@@ -408,6 +520,7 @@ fn report(target: &Image, tag: Option<&str>, digest: &str) -> CopyReport {
         source_digest: String::new(),
         media_type: String::new(),
         platforms: Vec::new(),
+        platforms_omitted: 0,
         up_to_date: false,
         bytes_copied: 0,
         bytes_total: 0,

@@ -1,7 +1,6 @@
 //! Why a copy failed, classified the way a caller acts on it: retry later (transient) or wait
 //! for someone to change something (permanent).
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// What kind of failure, for exit codes, the termination message and the controller's status.
@@ -69,51 +68,6 @@ impl CopyError {
     pub fn is_transient(&self) -> bool {
         self.class.is_transient()
     }
-
-    /// Classify an `oci-client` error met while doing `action`.
-    pub fn from_oci(action: impl Into<String>, error: OciDistributionError) -> Self {
-        let (class, message) = classify(&error);
-        Self::new(class, action, message)
-    }
-}
-
-fn classify(error: &OciDistributionError) -> (ErrorClass, String) {
-    use OciDistributionError as E;
-    let text = error.to_string();
-    match error {
-        E::UnauthorizedError { .. } => (
-            ErrorClass::Unauthorized,
-            format!("401 unauthorized: the registry refused the credentials ({text})"),
-        ),
-        E::AuthenticationFailure(_) => (
-            ErrorClass::Unauthorized,
-            format!("authentication failed: {text}"),
-        ),
-        E::ImageManifestNotFoundError(_) => (ErrorClass::NotFound, text),
-        E::DigestError(_) => (ErrorClass::DigestMismatch, text),
-        E::ServerError { code, message, .. } => {
-            // oci-client reports upload refusals as a status and the raw body: read the body's
-            // error code when it is an OCI envelope.
-            let envelope = serde_json::from_str::<oci_client::errors::OciEnvelope>(message).ok();
-            let class = envelope
-                .and_then(|e| e.errors.first().map(|e| class_of_code(&e.code)))
-                .filter(|class| *class != ErrorClass::Invalid)
-                .unwrap_or_else(|| class_of_status(*code));
-            (class, text)
-        }
-        E::RegistryError { envelope, .. } => {
-            let class = envelope
-                .errors
-                .iter()
-                .map(|e| class_of_code(&e.code))
-                .next()
-                .unwrap_or(ErrorClass::Invalid);
-            (class, text)
-        }
-        E::RequestError(e) => (class_of_request(e), describe_request_error(e)),
-        E::IoError(_) => (ErrorClass::Network, text),
-        _ => (ErrorClass::Invalid, text),
-    }
 }
 
 /// HTTP status → class: 429 and 5xx are worth a retry, the rest are not.
@@ -128,41 +82,6 @@ pub fn class_of_status(code: u16) -> ErrorClass {
     }
 }
 
-fn class_of_code(code: &OciErrorCode) -> ErrorClass {
-    use OciErrorCode as C;
-    match code {
-        C::Unauthorized => ErrorClass::Unauthorized,
-        C::Denied => ErrorClass::Denied,
-        C::BlobUnknown | C::ManifestUnknown | C::NameUnknown | C::NotFound => ErrorClass::NotFound,
-        C::DigestInvalid => ErrorClass::DigestMismatch,
-        C::Toomanyrequests => ErrorClass::Throttled,
-        _ => ErrorClass::Invalid,
-    }
-}
-
-fn class_of_request(error: &reqwest::Error) -> ErrorClass {
-    match error.status() {
-        Some(status) => class_of_status(status.as_u16()),
-        // Connect, timeout, a body cut short: the network or a peer that went away.
-        None if error.is_builder() => ErrorClass::Invalid,
-        None => ErrorClass::Network,
-    }
-}
-
-/// reqwest's own text stops at "error sending request"; the cause is what a reader needs.
-fn describe_request_error(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,22 +94,5 @@ mod tests {
         assert!(!class_of_status(401).is_transient());
         assert!(!class_of_status(403).is_transient());
         assert!(!class_of_status(400).is_transient());
-    }
-
-    #[test]
-    fn registry_envelopes_are_classified() {
-        let envelope: oci_client::errors::OciEnvelope = serde_json::from_str(
-            r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match"}]}"#,
-        )
-        .expect("envelope");
-        let error = CopyError::from_oci(
-            "push blob",
-            OciDistributionError::RegistryError {
-                envelope,
-                url: "http://127.0.0.1/v2/x/blobs/uploads/1".into(),
-            },
-        );
-        assert_eq!(error.class, ErrorClass::DigestMismatch);
-        assert!(!error.is_transient());
     }
 }

@@ -7,14 +7,24 @@
 //!   of the target registry has are mounted, blobs shared by several platforms go once.
 //! - A manifest is pushed only after everything it names is in the target.
 //! - Transient failures are retried with backoff and jitter; the error says which kind it was.
+//! - Nothing a registry sends is trusted: bodies, counts and waits are bounded (`Limits`,
+//!   `Timeouts`), redirects are policed (`Redirects`), and no remote input can panic.
+//!
+//! The distribution protocol is spoken here on `reqwest` (the HTTP stack already in the
+//! tree) rather than through oci-client, which unwraps on remote data, reads bodies without
+//! bounds and hides the response headers a copier needs.
 
+pub mod auth;
 mod copy;
 mod error;
+mod limits;
 mod manifest;
 mod outcome;
 mod progress;
 mod retry;
 mod side;
+mod verify;
+mod wire;
 
 use std::fmt;
 
@@ -22,8 +32,9 @@ use serde::{Deserialize, Serialize};
 
 pub use copy::{copy, resolve};
 pub use error::{CopyError, ErrorClass};
-pub use manifest::Platform;
-pub use outcome::CopyOutcome;
+pub use limits::{Limits, Redirects, Timeouts};
+pub use manifest::{Manifest, Platform, sha256_digest};
+pub use outcome::{CopyOutcome, TERMINATION_MESSAGE_MAX_BYTES};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
 pub use retry::RetryPolicy;
 
@@ -129,6 +140,9 @@ pub struct CopyOptions {
     pub tls: TlsOptions,
     /// Other repositories of the target registry to mount blobs from.
     pub mount_from: Vec<String>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub redirects: Redirects,
 }
 
 /// The default number of blobs in flight: enough to fill a link, few enough for small hosts.
@@ -142,6 +156,9 @@ impl Default for CopyOptions {
             retry: RetryPolicy::default(),
             tls: TlsOptions::default(),
             mount_from: Vec::new(),
+            limits: Limits::default(),
+            timeouts: Timeouts::default(),
+            redirects: Redirects::default(),
         }
     }
 }
@@ -159,6 +176,9 @@ pub struct CopyReport {
     pub media_type: String,
     /// Platforms of the copied index children (`linux/amd64`, …); empty for a single image.
     pub platforms: Vec<String>,
+    /// Platforms left out of `platforms` to fit a termination message.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub platforms_omitted: usize,
     /// The target already held the digest: nothing was copied.
     pub up_to_date: bool,
     /// Bytes streamed from source to target.
@@ -171,6 +191,10 @@ pub struct CopyReport {
     /// Manifests written (children and the top one).
     pub manifests: usize,
     pub seconds: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

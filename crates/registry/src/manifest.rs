@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::Limits;
 use crate::error::{CopyError, ErrorClass};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -15,6 +16,18 @@ pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list
 
 /// What the copier asks registries for.
 pub const ACCEPTED: [&str; 4] = [OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST];
+
+/// Layers that live elsewhere (Windows base layers) and are not copied: these media types
+/// exactly, not any type that merely mentions "foreign".
+const NON_DISTRIBUTABLE: [&str; 4] = [
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+];
+
+/// Longest `os`, `architecture` or `variant` taken as a platform; longer is no platform.
+const PLATFORM_FIELD_MAX: usize = 64;
 
 /// A content-addressed reference to a blob or manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +122,13 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(bytes))
 }
 
+fn over_limit(what: &str, counted: &str, value: usize, name: &str, limit: usize) -> CopyError {
+    invalid(
+        what,
+        format!("it names {value} {counted}, over the limit {name} = {limit}"),
+    )
+}
+
 fn invalid(what: &str, problem: impl std::fmt::Display) -> CopyError {
     CopyError::new(
         ErrorClass::Invalid,
@@ -118,8 +138,9 @@ fn invalid(what: &str, problem: impl std::fmt::Display) -> CopyError {
 }
 
 impl Manifest {
-    /// Parse `bytes` pulled under `digest` (already verified by the client).
-    pub fn parse(bytes: Bytes, digest: String) -> Result<Self, CopyError> {
+    /// Parse `bytes` pulled under `digest` (already verified by the client), within the
+    /// count limits.
+    pub fn parse(bytes: Bytes, digest: String, limits: &Limits) -> Result<Self, CopyError> {
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&digest, e))?;
         if json.get("schemaVersion").and_then(Value::as_i64) != Some(2) {
             return Err(invalid(
@@ -130,16 +151,38 @@ impl Manifest {
         let declared = json.get("mediaType").and_then(Value::as_str);
         let is_index = json.get("manifests").is_some();
         let media_type = match declared {
-            Some(t) => t.to_owned(),
+            Some(t) if ACCEPTED.contains(&t) => t.to_owned(),
+            Some(t) => {
+                let shown: String = t.chars().take(80).collect();
+                return Err(invalid(
+                    &digest,
+                    format!("media type {shown:?} is not an OCI or Docker v2 manifest or index"),
+                ));
+            }
             // OCI allows leaving mediaType out; the shape tells which it is.
             None if is_index => OCI_INDEX.to_owned(),
             None => OCI_MANIFEST.to_owned(),
         };
+        if is_index != matches!(media_type.as_str(), OCI_INDEX | DOCKER_LIST) {
+            return Err(invalid(
+                &digest,
+                format!("declared {media_type} but shaped as the other kind"),
+            ));
+        }
         let body = if is_index {
             let entries = json
                 .get("manifests")
                 .and_then(Value::as_array)
                 .ok_or_else(|| invalid(&digest, "manifests is not a list"))?;
+            if entries.len() > limits.index_children {
+                return Err(over_limit(
+                    &digest,
+                    "manifests",
+                    entries.len(),
+                    "limits.indexChildren",
+                    limits.index_children,
+                ));
+            }
             let children = entries
                 .iter()
                 .map(|entry| child(entry).map_err(|e| invalid(&digest, e)))
@@ -152,6 +195,15 @@ impl Manifest {
                 .and_then(|c| descriptor(c).map_err(|e| invalid(&digest, e)))?;
             let layers = match json.get("layers") {
                 None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(layers)) if layers.len() > limits.layers => {
+                    return Err(over_limit(
+                        &digest,
+                        "layers",
+                        layers.len(),
+                        "limits.layers",
+                        limits.layers,
+                    ));
+                }
                 Some(Value::Array(layers)) => layers
                     .iter()
                     .map(|l| descriptor(l).map_err(|e| invalid(&digest, e)))
@@ -167,6 +219,16 @@ impl Manifest {
             body,
             json,
         })
+    }
+
+    /// The digest a registry addresses these bytes by when they are pushed under a tag: the
+    /// sha256 one, whatever algorithm the source named them with.
+    pub fn canonical_digest(&self) -> String {
+        if self.digest.starts_with("sha256:") {
+            self.digest.clone()
+        } else {
+            sha256_digest(&self.bytes)
+        }
     }
 
     /// The blobs this manifest names that the target must hold (config first, then layers).
@@ -246,7 +308,7 @@ fn descriptor(value: &Value) -> Result<Descriptor, String> {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let foreign = media_type.contains("foreign") || media_type.contains("nondistributable");
+    let foreign = NON_DISTRIBUTABLE.contains(&media_type.as_str());
     Ok(Descriptor {
         digest: digest.to_owned(),
         size,
@@ -257,11 +319,21 @@ fn descriptor(value: &Value) -> Result<Descriptor, String> {
 
 fn child(value: &Value) -> Result<Child, String> {
     let descriptor = descriptor(value)?;
+    let field = |p: &Value, name: &str| {
+        p.get(name)
+            .and_then(Value::as_str)
+            .filter(|f| {
+                !f.is_empty()
+                    && f.len() <= PLATFORM_FIELD_MAX
+                    && f.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
+            })
+            .map(str::to_owned)
+    };
     let platform = value.get("platform").and_then(|p| {
         Some(Platform {
-            os: p.get("os")?.as_str()?.to_owned(),
-            architecture: p.get("architecture")?.as_str()?.to_owned(),
-            variant: p.get("variant").and_then(Value::as_str).map(str::to_owned),
+            os: field(p, "os")?,
+            architecture: field(p, "architecture")?,
+            variant: field(p, "variant"),
         })
     });
     let describes = value
@@ -298,7 +370,7 @@ mod tests {
         .to_string();
         let bytes = Bytes::from(text);
         let digest = sha256_digest(&bytes);
-        Manifest::parse(bytes, digest).expect("index parses")
+        Manifest::parse(bytes, digest, &Limits::default()).expect("index parses")
     }
 
     #[test]
@@ -339,7 +411,7 @@ mod tests {
     fn bad_manifests_are_refused_with_the_reason() {
         let parse = |text: &str| {
             let bytes = Bytes::from(text.to_owned());
-            Manifest::parse(bytes.clone(), sha256_digest(&bytes))
+            Manifest::parse(bytes.clone(), sha256_digest(&bytes), &Limits::default())
         };
         assert!(
             parse(r#"{"schemaVersion":1}"#)
@@ -354,5 +426,67 @@ mod tests {
                 .contains("digest")
         );
         assert!(parse("not json").is_err());
+    }
+
+    fn image_with_layers(media_type: &str, count: usize) -> String {
+        let layer = serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{}", "d".repeat(64)), "size": 1});
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", "e".repeat(64)), "size": 2},
+            "layers": vec![layer; count],
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn counts_over_the_limits_are_refused_naming_the_limit() {
+        let limits = Limits {
+            layers: 3,
+            index_children: 2,
+            ..Limits::default()
+        };
+        let parse = |text: String| {
+            let bytes = Bytes::from(text);
+            Manifest::parse(bytes.clone(), sha256_digest(&bytes), &limits)
+        };
+        assert!(parse(image_with_layers(OCI_MANIFEST, 3)).is_ok());
+        let error = parse(image_with_layers(OCI_MANIFEST, 4)).expect_err("4 layers");
+        assert!(error.message.contains("limits.layers = 3"), "{error}");
+        assert!(!error.is_transient());
+        let error = parse(String::from_utf8(index().bytes.to_vec()).expect("utf-8"))
+            .expect_err("3 children");
+        assert!(
+            error.message.contains("limits.indexChildren = 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn only_the_non_distributable_media_types_are_foreign() {
+        let parse = |media_type: &str| {
+            let bytes = Bytes::from(image_with_layers(media_type, 1));
+            Manifest::parse(bytes.clone(), sha256_digest(&bytes), &Limits::default())
+                .expect("parses")
+        };
+        assert_eq!(
+            parse("application/vnd.oci.image.layer.v1.tar+gzip")
+                .blobs()
+                .len(),
+            2
+        );
+        assert_eq!(parse("application/x-not-foreign-at-all").blobs().len(), 2);
+        assert_eq!(
+            parse("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip")
+                .blobs()
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+                .blobs()
+                .len(),
+            1
+        );
     }
 }

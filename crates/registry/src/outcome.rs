@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{CopyError, CopyReport, ErrorClass};
 
-/// Kubernetes keeps at most 4096 bytes of a termination message; the rest is room for fields.
+/// Kubernetes keeps at most this many bytes of a termination message.
+pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
+/// A failure's message, cut to leave room for the other fields.
 const MESSAGE_MAX_CHARS: usize = 3000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,38 @@ impl CopyOutcome {
         Self::failure(error.class, &error.to_string())
     }
 
+    /// The outcome as one JSON line of at most 4096 bytes, whatever it holds, so the kubelet
+    /// keeps it whole and it always parses. Too long, it sheds the platform list first (the
+    /// count of those left out is kept), then the end of the message.
+    pub fn to_message(&self) -> String {
+        let mut outcome = self.clone();
+        loop {
+            let text = serde_json::to_string(&outcome).unwrap_or_default();
+            if text.len() <= TERMINATION_MESSAGE_MAX_BYTES {
+                return text;
+            }
+            if let Some(report) = outcome.report.as_mut().filter(|r| !r.platforms.is_empty()) {
+                let keep = report.platforms.len() / 2;
+                report.platforms_omitted += report.platforms.len() - keep;
+                report.platforms.truncate(keep);
+                continue;
+            }
+            if let Some(message) = outcome.message.as_mut().filter(|m| !m.is_empty()) {
+                let keep = message.chars().count() / 2;
+                *message = message.chars().take(keep).collect();
+                continue;
+            }
+            // Only bounded fields are left over the limit: give the class and nothing else.
+            return serde_json::to_string(&Self {
+                result: outcome.result,
+                report: None,
+                error_class: outcome.error_class.or(Some(ErrorClass::Invalid)),
+                message: Some("the copy result did not fit a termination message".into()),
+            })
+            .unwrap_or_default();
+        }
+    }
+
     /// The outcome in a termination message; `None` for anything else (an OOM kill's text).
     pub fn parse(message: &str) -> Option<Self> {
         serde_json::from_str(message.trim()).ok()
@@ -101,5 +135,36 @@ mod tests {
         assert!(CopyOutcome::parse("Error: OOMKilled").is_none());
         let long = CopyOutcome::failure(ErrorClass::Invalid, &"x".repeat(5000));
         assert_eq!(long.message.map(|m| m.len()), Some(MESSAGE_MAX_CHARS));
+    }
+
+    #[test]
+    fn termination_messages_fit_4096_bytes_and_parse() {
+        let report = CopyReport {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            platforms: (0..300)
+                .map(|i| format!("linux/arch-number-{i}/v{i}"))
+                .collect(),
+            ..CopyReport::default()
+        };
+        let text = CopyOutcome::success(report).to_message();
+        assert!(
+            text.len() <= TERMINATION_MESSAGE_MAX_BYTES,
+            "{}",
+            text.len()
+        );
+        let read = CopyOutcome::parse(&text)
+            .expect("parses")
+            .report
+            .expect("report");
+        assert_eq!(read.platforms.len() + read.platforms_omitted, 300);
+        assert!(!read.platforms.is_empty());
+
+        let failure = CopyOutcome::failure(ErrorClass::Server, &"é".repeat(3000)).to_message();
+        assert!(
+            failure.len() <= TERMINATION_MESSAGE_MAX_BYTES,
+            "{}",
+            failure.len()
+        );
+        assert!(CopyOutcome::parse(&failure).is_some_and(|o| o.is_transient()));
     }
 }

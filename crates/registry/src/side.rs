@@ -1,50 +1,51 @@
 //! One end of a copy: an image in a repository, the endpoint that serves it, and the
-//! credentials for it, on top of one `oci-client` client. Every call retries what is transient
-//! and logs in again once when a token expires mid-copy.
+//! credentials for it, speaking the OCI distribution protocol over `http`. Every call retries
+//! what is transient and logs in again once when a token expires mid-copy.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, RegistryOperation};
+use http::{HeaderValue, Method, StatusCode, header};
+use privateer_image::Digest;
 use tokio::sync::Mutex;
 
+use crate::auth::{self, Challenge};
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{ACCEPTED, Descriptor, Manifest};
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, with_retries};
-use crate::{Credentials, Endpoint, TlsOptions};
+use crate::verify::{self, Hasher};
+use crate::wire::{read_limited, request_error, status_error, without_query};
+use crate::{CopyOptions, Credentials, Endpoint, Limits};
+
+/// How long cancelling an upload session may take: it is a courtesy after a failure.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) struct Side {
-    client: oci_client::Client,
-    auth: RegistryAuth,
+    http: reqwest::Client,
+    /// `https://host[:port]` or `http://…`.
+    base: String,
     /// `host[:port]` requests go to.
     host: String,
     repository: String,
     /// How the user named the image, for messages.
     name: String,
-    logged_in: Mutex<HashSet<Operation>>,
+    credentials: Credentials,
+    /// The `Authorization` that works for each operation (`None`: anonymous does).
+    authorization: Mutex<HashMap<Operation, Option<HeaderValue>>>,
     retry: RetryPolicy,
+    limits: Limits,
     progress: Arc<dyn Progress>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Operation {
+pub(crate) enum Operation {
     Pull,
     Push,
-}
-
-impl Operation {
-    fn oci(self) -> RegistryOperation {
-        match self {
-            Self::Pull => RegistryOperation::Pull,
-            Self::Push => RegistryOperation::Push,
-        }
-    }
 }
 
 /// Retry what is transient; on a 401 log every side in again, once: tokens expire during long
@@ -65,7 +66,7 @@ where
             Err(e) if e.class == ErrorClass::Unauthorized && !logged_in_again => {
                 logged_in_again = true;
                 for side in sides {
-                    side.log_in_again().await?;
+                    side.authorization.lock().await.clear();
                 }
             }
             other => return other,
@@ -76,50 +77,27 @@ where
 impl Side {
     pub(crate) fn new(
         image: &crate::Image,
-        tls: &TlsOptions,
-        monolithic_push: bool,
-        retry: RetryPolicy,
+        options: &CopyOptions,
         progress: Arc<dyn Progress>,
-    ) -> Self {
+    ) -> Result<Self, CopyError> {
         let (host, plain_http) = match &image.endpoint {
             Some(Endpoint { host, plain_http }) => (host.clone(), *plain_http),
             None => (image.reference.domain().to_owned(), false),
         };
-        let mut insecure = tls.insecure_hosts.clone();
-        if plain_http {
-            insecure.push(host.clone());
-        }
-        let config = oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::HttpsExcept(insecure),
-            extra_root_certificates: tls
-                .ca_pems
-                .iter()
-                .map(|pem| oci_client::client::Certificate {
-                    encoding: oci_client::client::CertificateEncoding::Pem,
-                    data: pem.clone(),
-                })
-                .collect(),
-            use_monolithic_push: monolithic_push,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            ..Default::default()
-        };
-        let auth = match &image.credentials {
-            Credentials::Anonymous => RegistryAuth::Anonymous,
-            Credentials::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Credentials::Bearer(token) => RegistryAuth::Bearer(token.clone()),
-        };
-        Self {
-            client: oci_client::Client::new(config),
-            auth,
+        let plain_http = plain_http || options.tls.insecure_hosts.contains(&host);
+        let scheme = if plain_http { "http" } else { "https" };
+        Ok(Self {
+            http: crate::wire::client(&options.tls, &options.timeouts, &options.redirects)?,
+            base: format!("{scheme}://{host}"),
             host,
             repository: image.reference.path().to_owned(),
             name: image.reference.name(),
-            logged_in: Mutex::new(HashSet::new()),
-            retry,
+            credentials: image.credentials.clone(),
+            authorization: Mutex::new(HashMap::new()),
+            retry: options.retry.clone(),
+            limits: options.limits.clone(),
             progress,
-        }
+        })
     }
 
     pub(crate) fn progress(&self) -> &dyn Progress {
@@ -130,95 +108,271 @@ impl Side {
         &self.name
     }
 
-    fn by_tag(&self, tag: &str) -> Reference {
-        Reference::with_tag(self.host.clone(), self.repository.clone(), tag.to_owned())
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
-    fn by_digest(&self, digest: &str) -> Reference {
-        Reference::with_digest(
-            self.host.clone(),
-            self.repository.clone(),
-            digest.to_owned(),
-        )
-    }
-
-    fn reference(&self, tag_or_digest: &str) -> Reference {
-        if tag_or_digest.contains(':') {
-            self.by_digest(tag_or_digest)
+    /// `name:tag` or `name@digest`, for messages.
+    fn at(&self, tag_or_digest: &str) -> String {
+        let separator = if tag_or_digest.contains(':') {
+            '@'
         } else {
-            self.by_tag(tag_or_digest)
-        }
+            ':'
+        };
+        format!("{}{separator}{tag_or_digest}", self.name)
     }
 
-    async fn log_in(&self, operation: Operation, again: bool) -> Result<(), CopyError> {
-        let mut logged_in = self.logged_in.lock().await;
-        if logged_in.contains(&operation) && !again {
-            return Ok(());
+    fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repository)
+    }
+
+    /// Send what `build` makes with the authorization known for `operation`; on a 401, answer
+    /// its challenge and send once more.
+    async fn send(
+        &self,
+        operation: Operation,
+        action: &str,
+        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, CopyError> {
+        let known = self.authorization.lock().await.get(&operation).cloned();
+        let tried = known.clone().flatten();
+        let response = self.send_with(&build, tried.clone(), action).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            if known.is_none() {
+                self.authorization.lock().await.insert(operation, None);
+            }
+            return Ok(response);
         }
-        let reference = self.by_tag("latest");
-        self.client
-            .store_auth_if_needed(reference.resolve_registry(), &self.auth)
-            .await;
-        self.client
-            .auth(&reference, &self.auth, operation.oci())
+        let challenge = response
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let fresh = self.authorize(operation, challenge, tried, action).await?;
+        let response = self.send_with(&build, Some(fresh), action).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(status_error(response, &self.host, action).await);
+        }
+        Ok(response)
+    }
+
+    async fn send_with(
+        &self,
+        build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+        authorization: Option<HeaderValue>,
+        action: &str,
+    ) -> Result<reqwest::Response, CopyError> {
+        let mut request = build(&self.http);
+        if let Some(value) = authorization {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        request
+            .send()
             .await
-            .map_err(|e| CopyError::from_oci(format!("log in to {}", self.host), e))?;
-        logged_in.insert(operation);
-        Ok(())
+            .map_err(|e| request_error(action, &e, &self.host))
+    }
+
+    /// The `Authorization` answering `challenge`, kept for `operation`. Another task may have
+    /// logged in while this one waited: its answer is taken instead of asking again.
+    async fn authorize(
+        &self,
+        operation: Operation,
+        challenge: Option<String>,
+        tried: Option<HeaderValue>,
+        action: &str,
+    ) -> Result<HeaderValue, CopyError> {
+        let mut known = self.authorization.lock().await;
+        if let Some(Some(current)) = known.get(&operation)
+            && Some(current) != tried.as_ref()
+        {
+            return Ok(current.clone());
+        }
+        let unauthorized =
+            |message: String| CopyError::new(ErrorClass::Unauthorized, action, message);
+        let invalid = |message: String| CopyError::new(ErrorClass::Invalid, action, message);
+        let value = match (&self.credentials, challenge) {
+            (Credentials::Bearer(token), _) => auth::bearer(token).map_err(invalid)?,
+            (_, None) => {
+                return Err(unauthorized(format!(
+                    "401 from {} without a WWW-Authenticate challenge",
+                    self.host
+                )));
+            }
+            (credentials, Some(challenge)) => {
+                match auth::parse_challenge(&challenge)
+                    .map_err(|e| invalid(format!("{}: {e}", self.host)))?
+                {
+                    Challenge::Basic => match credentials {
+                        Credentials::Basic { username, password } => {
+                            auth::basic(username, password).map_err(invalid)?
+                        }
+                        _ => {
+                            return Err(unauthorized(format!(
+                                "{} asks for basic auth and no credentials were given",
+                                self.host
+                            )));
+                        }
+                    },
+                    Challenge::Bearer { realm, service, .. } => {
+                        self.fetch_token(operation, &realm, service.as_deref(), action)
+                            .await?
+                    }
+                }
+            }
+        };
+        known.insert(operation, Some(value.clone()));
+        Ok(value)
+    }
+
+    /// The Docker token flow: ask `realm` for a token scoped to this repository.
+    async fn fetch_token(
+        &self,
+        operation: Operation,
+        realm: &str,
+        service: Option<&str>,
+        action: &str,
+    ) -> Result<HeaderValue, CopyError> {
+        let action = format!("{action}: log in at the token endpoint of {}", self.host);
+        let invalid = |message: String| CopyError::new(ErrorClass::Invalid, &action, message);
+        let mut url = reqwest::Url::parse(realm)
+            .map_err(|e| invalid(format!("the challenge's realm is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "the challenge's realm has scheme {:?} (only http and https)",
+                url.scheme()
+            )));
+        }
+        let actions = match operation {
+            Operation::Pull => "pull",
+            Operation::Push => "pull,push",
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair(
+                "scope",
+                &format!("repository:{}:{actions}", self.repository),
+            );
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+        }
+        let mut request = self.http.get(url.clone());
+        if let Credentials::Basic { username, password } = &self.credentials {
+            request = request.basic_auth(username, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| request_error(&action, &e, &host_of(&url)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let mut error = status_error(response, &host_of(&url), &action).await;
+            if matches!(status.as_u16(), 400 | 403) {
+                error.class = ErrorClass::Unauthorized;
+            }
+            return Err(error);
+        }
+        let body = read_limited(
+            response,
+            self.limits.token_bytes,
+            &action,
+            "limits.tokenBytes",
+        )
+        .await?;
+        auth::parse_token(&body).map_err(invalid)
     }
 
     /// Log in, run `call`, retry what is transient, log in again once on a 401.
-    async fn call<T, F, Fut>(&self, operation: Operation, mut call: F) -> Result<T, CopyError>
+    async fn call<T, F, Fut>(&self, call: F) -> Result<T, CopyError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CopyError>>,
     {
-        with_fresh_logins(&[self], &self.retry, self.progress.as_ref(), || {
-            let attempt = call();
-            async move {
-                self.log_in(operation, false).await?;
-                attempt.await
-            }
-        })
-        .await
+        with_fresh_logins(&[self], &self.retry, self.progress.as_ref(), call).await
     }
 
-    /// The digest `tag_or_digest` names here, or `None` when there is no such manifest.
+    fn manifest_request(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        reference: &str,
+    ) -> reqwest::RequestBuilder {
+        client
+            .request(method, self.url(&format!("manifests/{reference}")))
+            .header(header::ACCEPT, ACCEPTED.join(", "))
+    }
+
+    /// The digest `tag_or_digest` names here, or `None` when there is no such manifest. The
+    /// registry's `Docker-Content-Digest` is validated before use; without one the manifest is
+    /// pulled (within `limits.manifestBytes`) and hashed.
     pub(crate) async fn manifest_digest(
         &self,
         tag_or_digest: &str,
     ) -> Result<Option<String>, CopyError> {
-        let action = format!("resolve {}:{tag_or_digest}", self.name);
-        let reference = self.reference(tag_or_digest);
-        self.call(Operation::Pull, || async {
-            match self
-                .client
-                .fetch_manifest_digest(&reference, &self.auth)
-                .await
-            {
-                Ok(digest) => Ok(Some(digest)),
-                Err(e) => match CopyError::from_oci(&action, e) {
-                    e if e.class == ErrorClass::NotFound => Ok(None),
-                    e => Err(e),
-                },
-            }
-        })
-        .await
-    }
-
-    /// Pull a manifest (by digest: verified against it) and parse it.
-    pub(crate) async fn pull_manifest(&self, tag_or_digest: &str) -> Result<Manifest, CopyError> {
-        let action = format!("pull manifest {}:{tag_or_digest}", self.name);
-        let reference = self.reference(tag_or_digest);
-        let (bytes, digest) = self
-            .call(Operation::Pull, || async {
-                self.client
-                    .pull_manifest_raw(&reference, &self.auth, &ACCEPTED)
-                    .await
-                    .map_err(|e| CopyError::from_oci(&action, e))
+        let action = format!("resolve {}", self.at(tag_or_digest));
+        let found = self
+            .call(|| async {
+                let response = self
+                    .send(Operation::Pull, &action, |c| {
+                        self.manifest_request(c, Method::HEAD, tag_or_digest)
+                    })
+                    .await?;
+                match response.status() {
+                    StatusCode::NOT_FOUND => Ok(None),
+                    status if status.is_success() => Ok(Some(answered_digest(&response, &action)?)),
+                    _ => Err(status_error(response, &self.host, &action).await),
+                }
             })
             .await?;
-        Manifest::parse(bytes, digest)
+        match found {
+            None => Ok(None),
+            Some(Some(digest)) => Ok(Some(digest.to_string())),
+            Some(None) if tag_or_digest.contains(':') => Ok(Some(tag_or_digest.to_owned())),
+            Some(None) => Ok(Some(self.pull_manifest(tag_or_digest).await?.digest)),
+        }
+    }
+
+    /// Pull a manifest within `limits.manifestBytes`, check it against the digest it was asked
+    /// by (or the one the registry answered), and parse it within the count limits.
+    pub(crate) async fn pull_manifest(&self, tag_or_digest: &str) -> Result<Manifest, CopyError> {
+        let action = format!("pull manifest {}", self.at(tag_or_digest));
+        let (bytes, answered) = self
+            .call(|| async {
+                let response = self
+                    .send(Operation::Pull, &action, |c| {
+                        self.manifest_request(c, Method::GET, tag_or_digest)
+                    })
+                    .await?;
+                if !response.status().is_success() {
+                    return Err(status_error(response, &self.host, &action).await);
+                }
+                let answered = answered_digest(&response, &action)?;
+                let bytes = read_limited(
+                    response,
+                    self.limits.manifest_bytes,
+                    &action,
+                    "limits.manifestBytes",
+                )
+                .await?;
+                Ok((bytes, answered))
+            })
+            .await?;
+        let expected = match Digest::parse(tag_or_digest) {
+            Ok(asked) => Some(asked),
+            Err(_) => answered,
+        };
+        let digest = match expected {
+            Some(expected) if !verify::matches(&bytes, &expected) => {
+                return Err(CopyError::new(
+                    ErrorClass::DigestMismatch,
+                    action,
+                    format!("the manifest served does not match {expected}"),
+                ));
+            }
+            Some(expected) => expected.to_string(),
+            None => verify::digest_of(&bytes, privateer_image::Algorithm::Sha256),
+        };
+        Manifest::parse(bytes, digest, &self.limits)
     }
 
     /// Write `manifest`'s exact bytes under `tag_or_digest`.
@@ -227,18 +381,19 @@ impl Side {
         manifest: &Manifest,
         tag_or_digest: &str,
     ) -> Result<(), CopyError> {
-        let action = format!("push manifest {}:{tag_or_digest}", self.name);
-        let reference = self.reference(tag_or_digest);
-        let content_type: reqwest::header::HeaderValue = manifest
-            .media_type
-            .parse()
-            .map_err(|_| CopyError::new(ErrorClass::Invalid, &action, "bad media type"))?;
-        self.call(Operation::Push, || async {
-            self.client
-                .push_manifest_raw(&reference, manifest.bytes.clone(), content_type.clone())
-                .await
-                .map(drop)
-                .map_err(|e| CopyError::from_oci(&action, e))
+        let action = format!("push manifest {}", self.at(tag_or_digest));
+        self.call(|| async {
+            let response = self
+                .send(Operation::Push, &action, |c| {
+                    c.put(self.url(&format!("manifests/{tag_or_digest}")))
+                        .header(header::CONTENT_TYPE, manifest.media_type.as_str())
+                        .body(manifest.bytes.clone())
+                })
+                .await?;
+            if !response.status().is_success() {
+                return Err(status_error(response, &self.host, &action).await);
+            }
+            Ok(())
         })
         .await
     }
@@ -247,16 +402,16 @@ impl Side {
     /// so a copy into it need not ask for each one. Unknown answers count as "exists".
     pub(crate) async fn repository_exists(&self) -> Result<bool, CopyError> {
         let action = format!("list tags of {}", self.name);
-        let reference = self.by_tag("latest");
-        self.call(Operation::Pull, || async {
-            match self
-                .client
-                .list_tags(&reference, &self.auth, Some(1), None)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(e) => match CopyError::from_oci(&action, e) {
-                    e if e.class == ErrorClass::NotFound => Ok(false),
+        self.call(|| async {
+            let response = self
+                .send(Operation::Pull, &action, |c| {
+                    c.get(self.url("tags/list?n=1"))
+                })
+                .await?;
+            match response.status() {
+                status if status.is_success() => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => match status_error(response, &self.host, &action).await {
                     e if e.is_transient() || e.class == ErrorClass::Unauthorized => Err(e),
                     _ => Ok(true),
                 },
@@ -267,12 +422,17 @@ impl Side {
 
     pub(crate) async fn blob_exists(&self, digest: &str) -> Result<bool, CopyError> {
         let action = format!("check blob {digest} in {}", self.name);
-        let reference = self.by_tag("latest");
-        self.call(Operation::Pull, || async {
-            self.client
-                .blob_exists(&reference, digest)
-                .await
-                .map_err(|e| CopyError::from_oci(&action, e))
+        self.call(|| async {
+            let response = self
+                .send(Operation::Pull, &action, |c| {
+                    c.head(self.url(&format!("blobs/{digest}")))
+                })
+                .await?;
+            match response.status() {
+                status if status.is_success() => Ok(true),
+                StatusCode::NOT_FOUND => Ok(false),
+                _ => Err(status_error(response, &self.host, &action).await),
+            }
         })
         .await
     }
@@ -284,21 +444,23 @@ impl Side {
         from_repository: &str,
     ) -> Result<bool, CopyError> {
         let action = format!("mount {digest} from {from_repository} into {}", self.name);
-        let reference = self.by_tag("latest");
-        let from = Reference::with_tag(
-            self.host.clone(),
-            from_repository.to_owned(),
-            "latest".into(),
-        );
-        self.call(Operation::Push, || async {
-            match self.client.mount_blob(&reference, &from, digest).await {
-                Ok(()) => Ok(true),
-                // 202 (an upload session instead of a mount) or a refusal: copy it instead.
-                Err(
-                    OciDistributionError::SpecViolationError(_)
-                    | OciDistributionError::RegistryError { .. },
-                ) => Ok(false),
-                Err(e) => match CopyError::from_oci(&action, e) {
+        self.call(|| async {
+            let response = self
+                .send(Operation::Push, &action, |c| {
+                    c.post(self.url("blobs/uploads/"))
+                        .query(&[("mount", digest), ("from", from_repository)])
+                })
+                .await?;
+            match response.status() {
+                StatusCode::CREATED => Ok(true),
+                // An upload session instead of a mount: close it, the blob is copied instead.
+                StatusCode::ACCEPTED => {
+                    if let Ok(location) = self.upload_location(&response, &action) {
+                        self.cancel_upload(location).await;
+                    }
+                    Ok(false)
+                }
+                _ => match status_error(response, &self.host, &action).await {
                     e if e.is_transient() || e.class == ErrorClass::Unauthorized => Err(e),
                     _ => Ok(false),
                 },
@@ -307,56 +469,204 @@ impl Side {
         .await
     }
 
-    /// Open a verifying stream of blob `descriptor`. Not retried here: the caller retries the
-    /// whole blob, stream and upload together.
+    /// Open a stream of blob `descriptor` that fails as soon as the content strays from the
+    /// descriptor: more bytes than its size, fewer at the end, another digest. Not retried
+    /// here: the caller retries the whole blob, stream and upload together.
     pub(crate) async fn pull_blob_once(
         &self,
         descriptor: &Descriptor,
     ) -> Result<futures::stream::BoxStream<'static, std::io::Result<Bytes>>, CopyError> {
-        self.log_in(Operation::Pull, false).await?;
-        let reference = self.by_tag("latest");
-        let layer = oci_client::manifest::OciDescriptor {
-            digest: descriptor.digest.clone(),
-            size: i64::try_from(descriptor.size).unwrap_or(i64::MAX),
-            media_type: descriptor.media_type.clone(),
-            ..Default::default()
-        };
-        self.client
-            .pull_blob_stream(&reference, &layer)
-            .await
-            .map(|sized| sized.stream)
-            .map_err(|e| {
-                CopyError::from_oci(
-                    format!("pull blob {} from {}", descriptor.digest, self.name),
-                    e,
-                )
+        let action = format!("pull blob {} from {}", descriptor.digest, self.name);
+        let digest = Digest::parse(&descriptor.digest)
+            .map_err(|e| CopyError::new(ErrorClass::Invalid, &action, e.to_string()))?;
+        let response = self
+            .send(Operation::Pull, &action, |c| {
+                c.get(self.url(&format!("blobs/{digest}")))
             })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error(response, &self.host, &action).await);
+        }
+        let declared = descriptor.size;
+        if let Some(length) = response.content_length()
+            && length != declared
+        {
+            return Err(CopyError::new(
+                ErrorClass::DigestMismatch,
+                action,
+                format!("the source serves {length} bytes, the manifest declares {declared}"),
+            ));
+        }
+        let state = (
+            response.bytes_stream().boxed(),
+            Hasher::new(digest.algorithm()),
+            0u64,
+            false,
+        );
+        let host = self.host.clone();
+        let stream = futures::stream::unfold(
+            state,
+            move |(mut body, mut hasher, mut seen, done)| {
+                let action = action.clone();
+                let host = host.clone();
+                let digest = digest.clone();
+                async move {
+                    if done {
+                        return None;
+                    }
+                    let fault = |message: String| {
+                        std::io::Error::other(CopyError::new(
+                            ErrorClass::DigestMismatch,
+                            &action,
+                            message,
+                        ))
+                    };
+                    match body.next().await {
+                        Some(Ok(chunk)) => {
+                            seen = seen.saturating_add(chunk.len() as u64);
+                            if seen > declared {
+                                let error = fault(format!(
+                                    "the source sent more than the {declared} bytes the manifest declares"
+                                ));
+                                return Some((Err(error), (body, hasher, seen, true)));
+                            }
+                            hasher.update(&chunk);
+                            Some((Ok(chunk), (body, hasher, seen, false)))
+                        }
+                        Some(Err(e)) => {
+                            let error = std::io::Error::other(request_error(&action, &e, &host));
+                            Some((Err(error), (body, hasher, seen, true)))
+                        }
+                        None if seen != declared => {
+                            let error = fault(format!(
+                                "the source sent {seen} bytes, the manifest declares {declared}"
+                            ));
+                            Some((
+                                Err(error),
+                                (body, Hasher::new(digest.algorithm()), seen, true),
+                            ))
+                        }
+                        None => {
+                            let actual =
+                                std::mem::replace(&mut hasher, Hasher::new(digest.algorithm()))
+                                    .finish();
+                            if actual == digest.to_string() {
+                                return None;
+                            }
+                            let error = fault(format!(
+                                "the source served content that does not match its digest (it is {actual})"
+                            ));
+                            Some((Err(error), (body, hasher, seen, true)))
+                        }
+                    }
+                }
+            },
+        );
+        Ok(stream.boxed())
     }
 
-    /// Upload `size` bytes of `stream` as blob `digest` in one streamed request. Not retried
-    /// here: a consumed stream cannot be replayed, so the caller retries the whole blob.
+    /// Upload `size` bytes of `stream` as blob `digest` in one streamed request; a failed
+    /// upload's session is cancelled. Not retried here: a consumed stream cannot be replayed,
+    /// so the caller retries the whole blob.
     pub(crate) async fn push_blob_once(
         &self,
         digest: &str,
         size: u64,
         stream: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+        mut aborted: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), CopyError> {
-        self.log_in(Operation::Push, false).await?;
-        let reference = self.by_tag("latest");
-        let stream = stream.map(|chunk| chunk.map_err(OciDistributionError::IoError));
-        self.client
-            .push_blob_stream(&reference, stream, digest, Some(size))
+        let action = format!("push blob {digest} to {}", self.name);
+        let response = self
+            .send(Operation::Push, &action, |c| {
+                c.post(self.url("blobs/uploads/"))
+            })
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(status_error(response, &self.host, &action).await);
+        }
+        let location = self.upload_location(&response, &action)?;
+        let mut put = location.clone();
+        put.query_pairs_mut().append_pair("digest", digest);
+        let authorization = self
+            .authorization
+            .lock()
             .await
-            .map(drop)
-            .map_err(|e| CopyError::from_oci(format!("push blob {digest} to {}", self.name), e))
+            .get(&Operation::Push)
+            .cloned()
+            .flatten();
+        let mut request = self
+            .http
+            .put(put)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(stream));
+        if let Some(value) =
+            authorization.filter(|_| crate::wire::host_port(&location) == self.host)
+        {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let sent = tokio::select! {
+            sent = request.send() => Some(sent),
+            _ = aborted.wait_for(|aborted| *aborted) => None,
+        };
+        let result = match sent {
+            Some(Ok(response)) if response.status().is_success() => return Ok(()),
+            Some(Ok(response)) => Err(status_error(response, &self.host, &action).await),
+            Some(Err(e)) => Err(request_error(&action, &e, &self.host)),
+            None => Err(crate::copy::abandoned(digest)),
+        };
+        self.cancel_upload(location).await;
+        result
     }
 
-    async fn log_in_again(&self) -> Result<(), CopyError> {
-        let operations: Vec<Operation> = self.logged_in.lock().await.iter().copied().collect();
-        for operation in operations {
-            self.log_in(operation, true).await?;
+    /// The upload session URL a POST answered, resolved against the registry.
+    fn upload_location(
+        &self,
+        response: &reqwest::Response,
+        action: &str,
+    ) -> Result<reqwest::Url, CopyError> {
+        let invalid = |message: &str| CopyError::new(ErrorClass::Invalid, action, message);
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| invalid("the registry opened an upload without a Location"))?;
+        let url = response
+            .url()
+            .join(location)
+            .map_err(|_| invalid("the upload Location is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("the upload Location is neither http nor https"));
         }
-        Ok(())
+        Ok(url)
+    }
+
+    /// Close an upload session that will not be finished, so the target keeps no half blob.
+    async fn cancel_upload(&self, location: reqwest::Url) {
+        let authorization = self
+            .authorization
+            .lock()
+            .await
+            .get(&Operation::Push)
+            .cloned()
+            .flatten();
+        let mut request = self.http.delete(location.clone()).timeout(CANCEL_TIMEOUT);
+        if let Some(value) =
+            authorization.filter(|_| crate::wire::host_port(&location) == self.host)
+        {
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        match request.send().await {
+            Ok(response)
+                if response.status().is_success() || response.status() == StatusCode::NOT_FOUND => {
+            }
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), url = without_query(&location), "upload not cancelled")
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, url = without_query(&location), "upload not cancelled")
+            }
+        }
     }
 
     pub(crate) fn repository(&self) -> &str {
@@ -366,4 +676,28 @@ impl Side {
     pub(crate) fn host(&self) -> &str {
         &self.host
     }
+}
+
+/// The registry's `Docker-Content-Digest`, validated: a value that is not a digest (no `:`,
+/// `../`, another algorithm) is refused rather than used in a URL.
+fn answered_digest(
+    response: &reqwest::Response,
+    action: &str,
+) -> Result<Option<Digest>, CopyError> {
+    let Some(value) = response.headers().get("docker-content-digest") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    Digest::parse(text).map(Some).map_err(|e| {
+        let shown: String = text.chars().take(80).collect();
+        CopyError::new(
+            ErrorClass::Invalid,
+            action,
+            format!("the registry answered Docker-Content-Digest {shown:?}: {e}"),
+        )
+    })
+}
+
+fn host_of(url: &reqwest::Url) -> String {
+    crate::wire::host_port(url)
 }

@@ -61,8 +61,40 @@ fn peek(body: &[u8]) -> Result<Result<PeekRequest, Answered>, BadRequest> {
         .ok_or_else(|| invalid("", "the AdmissionReview has no request".into())))
 }
 
-fn answer(response: AdmissionResponse, outcome: &'static str) -> Answered {
-    let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
+/// An AdmissionReview answer with the patch in base64, as the API documents it. kube-core
+/// serializes `patch` as a JSON array of numbers (kube-rs #1781), which the API server also
+/// reads, at four times the size.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewAnswer<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseAnswer<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ResponseAnswer<'a> {
+    #[serde(flatten)]
+    response: &'a AdmissionResponse,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+fn answer(mut response: AdmissionResponse, outcome: &'static str) -> Answered {
+    use base64::Engine as _;
+    let patch = response
+        .patch
+        .take()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let review = ReviewAnswer {
+        api_version: &response.types.api_version,
+        kind: &response.types.kind,
+        response: ResponseAnswer {
+            response: &response,
+            patch,
+        },
+    };
+    let body = serde_json::to_vec(&review).unwrap_or_default();
     Answered { body, outcome }
 }
 
@@ -399,4 +431,36 @@ struct ImageReviewStatus {
     reason: Option<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     audit_annotations: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_travel_as_base64_as_the_api_documents() {
+        let patch = vec![json_patch::PatchOperation::Remove(
+            json_patch::RemoveOperation {
+                path: json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "labels"]),
+            },
+        )];
+        let mut response = AdmissionResponse::invalid("");
+        response.allowed = true;
+        let answered = with_patch(response, patch);
+        assert_eq!(answered.outcome, "patched");
+        let review: serde_json::Value = serde_json::from_slice(&answered.body).expect("JSON");
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["patchType"], "JSONPatch");
+        let encoded = review["response"]["patch"]
+            .as_str()
+            .expect("a base64 string");
+        use base64::Engine as _;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .expect("base64");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&decoded).expect("a JSON patch"),
+            serde_json::json!([{"op": "remove", "path": "/metadata/labels"}])
+        );
+    }
 }

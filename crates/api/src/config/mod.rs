@@ -3,6 +3,7 @@
 
 mod enums;
 mod load;
+mod registries;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ pub use enums::{
     TagMutability, TargetKind,
 };
 pub use load::{ConfigError, Problem};
+pub use registries::{RedirectConfig, RegistriesConfig, RegistryLimits, RegistryTimeouts};
 
 fn secs(n: u64) -> Duration {
     std::time::Duration::from_secs(n).into()
@@ -29,6 +31,7 @@ pub struct Config {
     pub namespace: String,
     pub target: TargetConfig,
     pub sources: SourcesConfig,
+    pub registries: RegistriesConfig,
     pub webhook: WebhookConfig,
     pub policy: PolicyConfig,
     pub copy: CopyConfig,
@@ -42,6 +45,7 @@ impl Default for Config {
             namespace: "privateer".into(),
             target: TargetConfig::default(),
             sources: SourcesConfig::default(),
+            registries: RegistriesConfig::default(),
             webhook: WebhookConfig::default(),
             policy: PolicyConfig::default(),
             copy: CopyConfig::default(),

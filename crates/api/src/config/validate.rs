@@ -294,6 +294,36 @@ impl Config {
             "copy.job.activeDeadlineSeconds",
             "must be positive",
         );
+        let r = &self.registries;
+        for (key, value) in [
+            ("registries.timeouts.connect", &r.timeouts.connect),
+            ("registries.timeouts.read", &r.timeouts.read),
+            ("registries.timeouts.resolve", &r.timeouts.resolve),
+            ("registries.timeouts.copy", &r.timeouts.copy),
+        ] {
+            p.positive(key, value);
+        }
+        let copy_seconds = std::time::Duration::from(r.timeouts.copy).as_secs();
+        p.check(
+            i64::try_from(copy_seconds).is_ok_and(|s| s < j.active_deadline_seconds),
+            "registries.timeouts.copy",
+            format!(
+                "{} must be shorter than copy.job.activeDeadlineSeconds ({}s), so a copy Job reports its own timeout",
+                r.timeouts.copy, j.active_deadline_seconds
+            ),
+        );
+        for (key, value) in [
+            ("registries.limits.manifestBytes", r.limits.manifest_bytes),
+            (
+                "registries.limits.indexChildren",
+                u64::from(r.limits.index_children),
+            ),
+            ("registries.limits.layers", u64::from(r.limits.layers)),
+            ("registries.limits.tokenBytes", r.limits.token_bytes),
+            ("registries.limits.totalBytes", r.limits.total_bytes),
+        ] {
+            p.check(value > 0, key, "must be positive");
+        }
         p.check(
             j.ttl_seconds_after_finished >= 0,
             "copy.job.ttlSecondsAfterFinished",
