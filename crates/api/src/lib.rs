@@ -6,6 +6,7 @@ pub mod crd;
 mod duration;
 pub mod names;
 pub mod pod;
+pub mod policy;
 
 pub use config::Config;
 pub use crd::{

@@ -106,12 +106,10 @@ pub fn decide(
 }
 
 fn image_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a str> {
-    let spec = pod.spec.as_ref()?;
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .find(|c| c.name == container)
-        .and_then(|c| c.image.as_deref())
+    privateer_api::pod::slots(pod, &[])
+        .into_iter()
+        .find(|s| s.name == container && s.list != privateer_api::pod::List::EphemeralContainers)
+        .map(|s| s.image)
 }
 
 /// Same repository, whatever the tag or digest: the Pod already points at the mirror.

@@ -7,19 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use privateer_api::{ImageMirror, names};
 use privateer_image::{Reference, object_name};
 
-use privateer_api::pod::original_images;
+use privateer_api::pod::{Around, mirrored_images, original_images};
 
 use crate::gate::{GateAction, decide, needed_mirrors, release_patch};
 use crate::{Context, Error};
@@ -132,8 +132,24 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
 }
 
 /// Create the ImageMirrors of every Pod's public images that have none, so the next Pod uses
-/// the mirror. Each image is asked about once per controller lifetime.
+/// the mirror. Each image is asked about once per controller lifetime. Which images is the
+/// webhook's rule (`privateer_api::pod::mirrored_images`), with the namespaces labelled
+/// `privateer.dev/skip=true` known from a metadata watch, read fully before any Pod.
 pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
+    let (skipped, writer) = reflector::store();
+    let namespaces = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
+        watcher::Config::default().labels(&format!("{}=true", names::SKIP)),
+    )
+    .default_backoff();
+    let namespaces = reflector(writer, namespaces).for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::debug!("backfill namespace watch: {e}");
+        }
+    });
+    let own_images: Vec<String> = Reference::parse(&ctx.copy_image)
+        .map(|r| vec![r.name()])
+        .unwrap_or_default();
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
     let mut known = HashSet::new();
@@ -142,6 +158,9 @@ pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> 
         .applied_objects()
         .boxed();
     let work = async {
+        if skipped.wait_until_ready().await.is_err() {
+            return;
+        }
         while let Some(event) = events.next().await {
             let pod = match event {
                 Ok(pod) => pod,
@@ -150,7 +169,13 @@ pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> 
                     continue;
                 }
             };
-            for source in backfill_images(&ctx, &pod) {
+            let namespace = pod.namespace().unwrap_or_default();
+            let around = Around {
+                config: &ctx.config,
+                own_images: &own_images,
+                namespace_skipped: skipped.get(&ObjectRef::new(&namespace)).is_some(),
+            };
+            for source in mirrored_images(&pod, &around) {
                 let name = object_name(&source);
                 if known.contains(&name) {
                     continue;
@@ -171,36 +196,7 @@ pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> 
     };
     tokio::select! {
         () = work => {}
+        () = namespaces => {}
         () = shutdown => {}
     }
-}
-
-/// The public images of `pod` privateer would have mirrored at admission.
-fn backfill_images(ctx: &Context, pod: &Pod) -> Vec<Reference> {
-    let namespace = pod.namespace().unwrap_or_default();
-    let skipped = pod
-        .annotations()
-        .get(names::SKIP)
-        .is_some_and(|v| v == "true");
-    if skipped || ctx.config.excludes_namespace(&namespace) {
-        return Vec::new();
-    }
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let images = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .filter_map(|c| c.image.as_deref())
-        .chain(
-            spec.ephemeral_containers
-                .iter()
-                .flatten()
-                .filter_map(|c| c.image.as_deref()),
-        );
-    images
-        .filter_map(|image| Reference::parse(image).ok())
-        .filter(|r| ctx.config.mirrors_image(r))
-        .collect()
 }

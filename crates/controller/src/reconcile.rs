@@ -13,7 +13,9 @@ use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use privateer_api::config::CopyExecutor;
 use privateer_api::{ImageMirror, Phase};
-use privateer_ecr::{Answer, ImageId, RepositoryFacts, TargetProvider};
+use privateer_ecr::{
+    Answer, ImageId, RegistryAccess, RepositoryFacts, TargetError, TargetProvider,
+};
 use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 
 use crate::job::{JobInputs, copy_job};
@@ -155,14 +157,21 @@ async fn finish_copy(
 ) -> Result<Action, Error> {
     if result.succeeded() {
         let ready = ready(plan, digest, result);
-        // A Pod's word is not proof: the digest recorded is the one the target answers.
-        let written = ready.written_digest();
-        let at = match plan.target.tag() {
-            Some(tag) => ImageId::Tag(tag.to_owned()),
-            None => ImageId::Digest(written.to_owned()),
+        // A Pod's word is not proof: the digest recorded is the one the target answers to a
+        // HEAD where the Job wrote.
+        let written = ready.written_digest().to_owned();
+        let (target, access) = match target_image(ctx, plan).await {
+            Ok(found) => found,
+            Err(e) => return fail(ctx, mirror, e.is_transient(), "TargetUnavailable", e).await,
         };
-        let present = ctx.provider.manifest_digest(plan.target.path(), &at).await;
-        return match present {
+        let target = match (plan.target.tag(), privateer_image::Digest::parse(&written)) {
+            (None, Ok(digest)) => Image {
+                reference: plan.target.with_digest(digest),
+                ..target
+            },
+            _ => target,
+        };
+        return match privateer_registry::head(&target, &ctx.copy_options).await {
             Ok(Some(present)) if present == written => {
                 write_status(ctx, mirror, Outcome::Ready(ready)).await?;
                 Ok(requeue_for_refresh(ctx, mirror))
@@ -174,7 +183,12 @@ async fn finish_copy(
                 );
                 fail(ctx, mirror, true, "CopyUnverified", message).await
             }
-            Err(e) => fail(ctx, mirror, e.is_transient(), "CopyUnverified", e).await,
+            Err(e) => {
+                if e.class == ErrorClass::Unauthorized {
+                    ctx.provider.access_rejected(&access);
+                }
+                fail(ctx, mirror, true, "CopyUnverified", e).await
+            }
         };
     }
     let message = result
@@ -198,20 +212,9 @@ async fn copy_inline(
     digest: &str,
 ) -> Result<Action, Error> {
     let _slot = ctx.copy_slots.acquire().await;
-    let access = match ctx.provider.access().await {
-        Ok(access) => access,
+    let (target, access) = match target_image(ctx, plan).await {
+        Ok(found) => found,
         Err(e) => return fail(ctx, mirror, e.is_transient(), "TargetUnavailable", e).await,
-    };
-    let endpoint = Endpoint::parse(&access.endpoint).map_err(Error::Config)?;
-    let target = Image {
-        reference: plan.target.clone(),
-        endpoint: Some(endpoint),
-        credentials: Credentials::from_login(
-            access
-                .credentials
-                .as_ref()
-                .map(|c| (c.username.as_str(), c.password.as_str())),
-        ),
     };
     let mut options = ctx.copy_options.clone();
     options.platforms = plan
@@ -245,6 +248,25 @@ async fn copy_inline(
             fail(ctx, mirror, transient, "CopyFailed", e).await
         }
     }
+}
+
+/// The plan's target as the copier reaches it, with the target provider's credentials (ECR:
+/// a GetAuthorizationToken token).
+async fn target_image(ctx: &Context, plan: &Plan) -> Result<(Image, RegistryAccess), TargetError> {
+    let access = ctx.provider.access().await?;
+    let endpoint = Endpoint::parse(&access.endpoint)
+        .map_err(|e| TargetError::Config(format!("target endpoint: {e}")))?;
+    let target = Image {
+        reference: plan.target.clone(),
+        endpoint: Some(endpoint),
+        credentials: Credentials::from_login(
+            access
+                .credentials
+                .as_ref()
+                .map(|c| (c.username.as_str(), c.password.as_str())),
+        ),
+    };
+    Ok((target, access))
 }
 
 /// What a successful copy established.

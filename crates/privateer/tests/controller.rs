@@ -261,6 +261,25 @@ async fn gated_pods_are_released_or_restored(env: &TestEnv, controller: &Managed
     assert!(reasons.iter().any(|r| r == "ImagesRestored"), "{reasons:?}");
     assert!(reasons.iter().any(|r| r == "Released"), "{reasons:?}");
 
+    // Backfill follows the webhook's rules: nothing for a Pod in a namespace labelled
+    // privateer.dev/skip=true (created first: the watch delivers it before the next one).
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let quiet: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "quiet", "labels": {names::SKIP: "true"}}
+    }))
+    .unwrap();
+    namespaces.create(&pp, &quiet).await.unwrap();
+    let skipped: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "skipped", "namespace": "quiet"},
+        "spec": {"containers": [{"name": "app", "image": "quay.io/org/skipped:1"}]}
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(client.clone(), "quiet")
+        .create(&pp, &skipped)
+        .await
+        .unwrap();
+    let not_backfilled = object_name(&Reference::parse("quay.io/org/skipped:1").unwrap());
+
     // Backfill: a Pod admitted without the webhook still gets its ImageMirror.
     let plain: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "plain", "namespace": "apps"},
@@ -271,6 +290,10 @@ async fn gated_pods_are_released_or_restored(env: &TestEnv, controller: &Managed
     let backfilled = object_name(&Reference::parse("quay.io/org/tool:2.1").unwrap());
     for _ in 0..100 {
         if mirrors.get_opt(&backfilled).await.unwrap().is_some() {
+            assert!(
+                mirrors.get_opt(&not_backfilled).await.unwrap().is_none(),
+                "backfill mirrored a Pod of a skip-labelled namespace"
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

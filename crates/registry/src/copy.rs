@@ -254,6 +254,35 @@ pub async fn resolve(image: &Image, options: &CopyOptions) -> Result<Option<Stri
         })
 }
 
+/// What the registry holds where `image` points, by one HEAD even when it is pinned by
+/// digest: the digest, or `None` when there is no such manifest. Ends within
+/// `timeouts.resolve`. The controller's proof that a copy Job did what it reported.
+pub async fn head(image: &Image, options: &CopyOptions) -> Result<Option<String>, CopyError> {
+    let side = Side::new(image, options, Arc::new(crate::Silent))?;
+    let at = match image.reference.digest() {
+        Some(digest) if image.reference.tag().is_none() => digest.to_string(),
+        _ => image
+            .reference
+            .effective_tag()
+            .unwrap_or("latest")
+            .to_owned(),
+    };
+    let deadline = options.timeouts.resolve;
+    tokio::time::timeout(deadline, side.manifest_digest(&at))
+        .await
+        .unwrap_or_else(|_| {
+            Err(CopyError::new(
+                ErrorClass::Network,
+                format!("resolve {}", image.reference),
+                format!(
+                    "{} did not answer within {}s (timeouts.resolve)",
+                    side.host(),
+                    deadline.as_secs()
+                ),
+            ))
+        })
+}
+
 /// The tag that keeps a digest-only copy from being "untagged" (within the tag length limit).
 fn anchor_tag(digest: &str) -> String {
     privateer_image::Digest::parse(digest)

@@ -30,7 +30,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use copy::{copy, resolve};
+pub use copy::{copy, head, resolve};
 pub use error::{CopyError, ErrorClass};
 pub use limits::{Limits, Redirects, Timeouts};
 pub use manifest::{Manifest, Platform, sha256_digest};

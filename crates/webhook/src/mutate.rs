@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation, jsonptr::PointerBuf};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use privateer_api::config::{Config, PullSecretMode, RewritePolicy};
-use privateer_api::pod::original_images;
+use privateer_api::pod::{Around, List, Slot, is_candidate, original_images, skip_reason, slots};
+pub use privateer_api::pod::{Skip, ephemeral_names};
 use privateer_api::{Phase, names};
 use privateer_image::{Reference, TargetNaming, object_name};
 use serde_json::{Value, json};
@@ -52,13 +53,15 @@ pub struct Surroundings<'a> {
     pub namespace_skipped: bool,
 }
 
-/// Why a whole Pod is left alone (no patch at all).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Skip {
-    ExcludedNamespace,
-    SkipLabelledNamespace,
-    SkipAnnotation,
-    PrivateersOwnPod,
+impl Surroundings<'_> {
+    /// The shared Pod rules' view of the same facts.
+    pub fn rules(&self) -> Around<'_> {
+        Around {
+            config: self.config,
+            own_images: self.own_images,
+            namespace_skipped: self.namespace_skipped,
+        }
+    }
 }
 
 /// The outcome for one admission request.
@@ -77,30 +80,6 @@ pub struct PodPlan {
     pub warnings: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum List {
-    Containers,
-    InitContainers,
-    EphemeralContainers,
-}
-
-impl List {
-    fn field(self) -> &'static str {
-        match self {
-            Self::Containers => "containers",
-            Self::InitContainers => "initContainers",
-            Self::EphemeralContainers => "ephemeralContainers",
-        }
-    }
-}
-
-struct Slot<'a> {
-    list: List,
-    index: usize,
-    name: &'a str,
-    image: &'a str,
-}
-
 /// Plan the mutation of a Pod under `policy` (the caller turns `Wait` into `WhenReady` after
 /// waiting; passed here as `Wait`, it plans like `WhenReady`).
 pub fn plan_pod(
@@ -114,7 +93,7 @@ pub fn plan_pod(
         PodRequest::EphemeralUpdate { pod, .. } => (pod, false),
     };
     let mut plan = PodPlan {
-        skipped: skip_reason(pod, around),
+        skipped: skip_reason(pod, &around.rules()),
         ..PodPlan::default()
     };
     if plan.skipped.is_some() {
@@ -147,7 +126,7 @@ pub fn plan_pod(
                 continue;
             }
         };
-        if !is_candidate(&source, around) {
+        if around.naming.is_none() || !is_candidate(&source, &around.rules()) {
             continue;
         }
         let name = object_name(&source);
@@ -218,87 +197,6 @@ pub fn plan_pod(
     }
     pull_secrets(&mut plan.patch, pod, &slots, &plan.rewritten, around);
     plan
-}
-
-/// Names of the ephemeral containers a Pod already has (they can no longer change).
-pub fn ephemeral_names(pod: &Pod) -> Vec<&str> {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.ephemeral_containers.iter().flatten())
-        .map(|c| c.name.as_str())
-        .collect()
-}
-
-fn skip_reason(pod: &Pod, around: &Surroundings<'_>) -> Option<Skip> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let config = around.config;
-    if config.excludes_namespace(namespace) {
-        return Some(Skip::ExcludedNamespace);
-    }
-    if around.namespace_skipped {
-        return Some(Skip::SkipLabelledNamespace);
-    }
-    let has = |map: &Option<BTreeMap<String, String>>, key: &str, value: &str| {
-        map.as_ref()
-            .and_then(|m| m.get(key))
-            .is_some_and(|v| v == value)
-    };
-    if has(&pod.metadata.annotations, names::SKIP, "true") {
-        return Some(Skip::SkipAnnotation);
-    }
-    if has(
-        &pod.metadata.labels,
-        names::LABEL_COMPONENT,
-        names::COMPONENT_VALUE,
-    ) {
-        return Some(Skip::PrivateersOwnPod);
-    }
-    None
-}
-
-/// Is `source` an image privateer mirrors and rewrites? Not privateer's own, and not one the
-/// validating webhook will refuse.
-fn is_candidate(source: &Reference, around: &Surroundings<'_>) -> bool {
-    around.naming.is_some()
-        && around.config.mirrors_image(source)
-        && !around.own_images.contains(&source.name())
-        && crate::policy::source_denials(source, around.config).is_empty()
-}
-
-fn slots<'a>(pod: &'a Pod, existing_ephemeral: &[&str]) -> Vec<Slot<'a>> {
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let mut slots = Vec::new();
-    let lists = [
-        (List::InitContainers, spec.init_containers.as_deref()),
-        (List::Containers, Some(spec.containers.as_slice())),
-    ];
-    for (list, containers) in lists {
-        for (index, c) in containers.unwrap_or_default().iter().enumerate() {
-            if let Some(image) = c.image.as_deref() {
-                slots.push(Slot {
-                    list,
-                    index,
-                    name: &c.name,
-                    image,
-                });
-            }
-        }
-    }
-    for (index, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
-        if let Some(image) = c.image.as_deref()
-            && !existing_ephemeral.contains(&c.name.as_str())
-        {
-            slots.push(Slot {
-                list: List::EphemeralContainers,
-                index,
-                name: &c.name,
-                image,
-            });
-        }
-    }
-    slots
 }
 
 fn gate(patch: &mut Vec<PatchOperation>, pod: &Pod) {

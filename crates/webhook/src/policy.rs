@@ -8,6 +8,8 @@ use privateer_api::config::{Config, OnUnknown, TagMutability};
 use privateer_ecr::{Answer, Findings, RepositoryFacts};
 use privateer_image::Reference;
 
+pub use privateer_api::policy::{Rule, allows, source_denials};
+
 /// One image to judge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subject {
@@ -17,29 +19,6 @@ pub struct Subject {
     /// The allow-list and `:latest` judge what was asked for, so a rewrite to the target never
     /// launders an image; a missing repository is one the controller is about to create.
     pub original: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Rule {
-    InvalidReference,
-    AllowedRegistries,
-    DenyLatest,
-    RequireDigest,
-    RequireTargetRegistry,
-    EcrCompliance,
-}
-
-impl Rule {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidReference => "invalidReference",
-            Self::AllowedRegistries => "allowedRegistries",
-            Self::DenyLatest => "denyLatest",
-            Self::RequireDigest => "requireDigest",
-            Self::RequireTargetRegistry => "requireTargetRegistry",
-            Self::EcrCompliance => "ecrCompliance",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,67 +87,6 @@ pub fn judge_static(subject: &Subject, config: &Config) -> Vec<Denial> {
         ));
     }
     denials
-}
-
-/// The rules about what a Pod asks for: the allow-list and `:latest`. The mutating webhook
-/// uses them too, so it never mirrors an image the validating webhook will refuse.
-pub fn source_denials(reference: &Reference, config: &Config) -> Vec<(Rule, String)> {
-    let policy = &config.policy;
-    let target = config.target.registry.to_ascii_lowercase();
-    // The target registry is where privateer puts what it mirrors: always allowed.
-    let in_target = !target.is_empty() && reference.domain() == target;
-    let mut denials = Vec::new();
-    if policy.allowed_registries.enabled
-        && !in_target
-        && !policy
-            .allowed_registries
-            .registries
-            .iter()
-            .any(|entry| allows(entry, reference))
-    {
-        denials.push((
-            Rule::AllowedRegistries,
-            format!(
-                "{} is not in the allowed registries ({})",
-                reference.name(),
-                policy.allowed_registries.registries.join(", ")
-            ),
-        ));
-    }
-    if policy.deny_latest.enabled && reference.digest().is_none() {
-        match reference.tag() {
-            None => denials.push((
-                Rule::DenyLatest,
-                "untagged images run whatever :latest is; name a version tag or a digest".into(),
-            )),
-            Some("latest") => denials.push((
-                Rule::DenyLatest,
-                ":latest moves under running workloads; name a version tag or a digest".into(),
-            )),
-            Some(_) => {}
-        }
-    }
-    denials
-}
-
-/// `entry` (`host` or `host/path`) allows `reference` on whole host and path components:
-/// `docker.io` never passes `docker.io.evil.com`, `gcr.io/good` never passes `gcr.io/good-evil`.
-pub fn allows(entry: &str, reference: &Reference) -> bool {
-    let entry = entry.to_ascii_lowercase();
-    let (host, path) = entry.split_once('/').unwrap_or((entry.as_str(), ""));
-    let host = match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io",
-        other => other,
-    };
-    if reference.domain() != host {
-        return false;
-    }
-    path.is_empty()
-        || reference.path() == path
-        || reference
-            .path()
-            .strip_prefix(path)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The repository in the target registry the ECR rule asks about; `None`: not an image in

@@ -366,34 +366,18 @@ fn with_patch(response: AdmissionResponse, patch: Vec<json_patch::PatchOperation
 /// update, only the containers being added.
 pub fn pod_subjects(pod: &Pod, old: Option<&Pod>) -> Vec<Subject> {
     let originals = original_images(pod).unwrap_or_default();
-    let Some(spec) = &pod.spec else {
-        return Vec::new();
-    };
-    let subject = |name: &str, image: Option<&String>| {
-        image.map(|image| Subject {
-            container: name.to_owned(),
-            image: image.clone(),
-            original: originals.get(name).cloned(),
+    let existing = old.map(privateer_api::pod::ephemeral_names);
+    privateer_api::pod::slots(pod, existing.as_deref().unwrap_or_default())
+        .into_iter()
+        .filter(|slot| {
+            existing.is_none() || slot.list == privateer_api::pod::List::EphemeralContainers
         })
-    };
-    let ephemeral = spec.ephemeral_containers.iter().flatten();
-    match old {
-        Some(old) => {
-            let existing = crate::mutate::ephemeral_names(old);
-            ephemeral
-                .filter(|c| !existing.contains(&c.name.as_str()))
-                .filter_map(|c| subject(&c.name, c.image.as_ref()))
-                .collect()
-        }
-        None => spec
-            .init_containers
-            .iter()
-            .flatten()
-            .chain(&spec.containers)
-            .filter_map(|c| subject(&c.name, c.image.as_ref()))
-            .chain(ephemeral.filter_map(|c| subject(&c.name, c.image.as_ref())))
-            .collect(),
-    }
+        .map(|slot| Subject {
+            container: slot.name.to_owned(),
+            image: slot.image.to_owned(),
+            original: originals.get(slot.name).cloned(),
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

@@ -394,3 +394,45 @@ fn images_the_policy_refuses_are_not_mirrored() {
     assert_eq!(plan.rewritten.keys().collect::<Vec<_>>(), ["c"]);
     assert_eq!(plan.create.len(), 1);
 }
+
+/// Backfill asks `privateer_api::pod::mirrored_images`; the webhook plans with the same rules.
+/// On every fixture Pod, under every configuration the tests use, in a namespace skipped or
+/// not, they name the same ImageMirrors.
+#[test]
+fn backfill_and_the_webhook_agree_on_every_fixture_pod() {
+    let mut deny = config();
+    deny.policy.allowed_registries.enabled = true;
+    deny.policy.allowed_registries.registries = vec!["docker.io".into()];
+    deny.policy.deny_latest.enabled = true;
+    let pods = [
+        pod(&fixture("pod-mixed.json")),
+        pod(&fixture("pod-ephemeral-new.json")),
+        pod(&fixture("review-pod.json")["request"]["object"]),
+        pod(&fixture("review-pod-5.json")["request"]["object"]),
+    ];
+    let own = [Reference::parse(OWN).unwrap().name()];
+    for config in [config(), deny] {
+        for namespace_skipped in [false, true] {
+            let mut case = Case::new(config.clone());
+            case.namespace_skipped = namespace_skipped;
+            for pod in &pods {
+                let planned: Vec<String> = case
+                    .plan(pod, RewritePolicy::Gate)
+                    .create
+                    .into_keys()
+                    .collect();
+                let around = privateer_api::pod::Around {
+                    config: &config,
+                    own_images: &own,
+                    namespace_skipped,
+                };
+                let mut backfilled: Vec<String> = privateer_api::pod::mirrored_images(pod, &around)
+                    .iter()
+                    .map(object_name)
+                    .collect();
+                backfilled.sort();
+                assert_eq!(planned, backfilled, "{:?}", pod.metadata.name);
+            }
+        }
+    }
+}
