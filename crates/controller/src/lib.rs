@@ -382,3 +382,19 @@ fn error_policy(
     tracing::warn!(mirror = %name.unwrap_or_default(), "{error}");
     Action::requeue(Duration::from_secs(15))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `registries.*` defaults in the configuration and the copier's own (what `privateer copy`
+    /// uses without flags) are written in two layers; they must say the same.
+    #[test]
+    fn configuration_defaults_are_the_copiers_defaults() {
+        let from_config = copy_options(&Config::default()).expect("default options");
+        let copier = CopyOptions::default();
+        assert_eq!(from_config.limits, copier.limits);
+        assert_eq!(from_config.timeouts, copier.timeouts);
+        assert_eq!(from_config.redirects, copier.redirects);
+    }
+}

@@ -236,29 +236,14 @@ pub async fn resolve(image: &Image, options: &CopyOptions) -> Result<Option<Stri
     if let Some(digest) = image.reference.digest() {
         return Ok(Some(digest.to_string()));
     }
-    let side = Side::new(image, options, Arc::new(crate::Silent))?;
     let tag = image.reference.effective_tag().unwrap_or("latest");
-    let deadline = options.timeouts.resolve;
-    tokio::time::timeout(deadline, side.manifest_digest(tag))
-        .await
-        .unwrap_or_else(|_| {
-            Err(CopyError::new(
-                ErrorClass::Network,
-                format!("resolve {}", image.reference),
-                format!(
-                    "{} did not answer within {}s (timeouts.resolve)",
-                    side.host(),
-                    deadline.as_secs()
-                ),
-            ))
-        })
+    head_within_deadline(image, tag, options).await
 }
 
 /// What the registry holds where `image` points, by one HEAD even when it is pinned by
 /// digest: the digest, or `None` when there is no such manifest. Ends within
 /// `timeouts.resolve`. The controller's proof that a copy Job did what it reported.
 pub async fn head(image: &Image, options: &CopyOptions) -> Result<Option<String>, CopyError> {
-    let side = Side::new(image, options, Arc::new(crate::Silent))?;
     let at = match image.reference.digest() {
         Some(digest) if image.reference.tag().is_none() => digest.to_string(),
         _ => image
@@ -267,8 +252,18 @@ pub async fn head(image: &Image, options: &CopyOptions) -> Result<Option<String>
             .unwrap_or("latest")
             .to_owned(),
     };
+    head_within_deadline(image, &at, options).await
+}
+
+/// One HEAD of `image`'s repository at `at`, within `timeouts.resolve`.
+async fn head_within_deadline(
+    image: &Image,
+    at: &str,
+    options: &CopyOptions,
+) -> Result<Option<String>, CopyError> {
+    let side = Side::new(image, options, Arc::new(crate::Silent))?;
     let deadline = options.timeouts.resolve;
-    tokio::time::timeout(deadline, side.manifest_digest(&at))
+    tokio::time::timeout(deadline, side.manifest_digest(at))
         .await
         .unwrap_or_else(|_| {
             Err(CopyError::new(

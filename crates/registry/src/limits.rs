@@ -50,7 +50,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             read: Duration::from_secs(30),
             resolve: Duration::from_secs(60),
-            copy: Duration::from_secs(50 * 60),
+            // Under a copy Job's default activeDeadlineSeconds (1800).
+            copy: Duration::from_secs(25 * 60),
         }
     }
 }

@@ -587,24 +587,13 @@ impl Side {
         let location = self.upload_location(&response, &action)?;
         let mut put = location.clone();
         put.query_pairs_mut().append_pair("digest", digest);
-        let authorization = self
-            .authorization
-            .lock()
-            .await
-            .get(&Operation::Push)
-            .cloned()
-            .flatten();
-        let mut request = self
+        let request = self
             .http
             .put(put)
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .header(header::CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(stream));
-        if let Some(value) =
-            authorization.filter(|_| crate::wire::host_port(&location) == self.host)
-        {
-            request = request.header(header::AUTHORIZATION, value);
-        }
+        let request = self.with_push_authorization(request, &location).await;
         let sent = tokio::select! {
             sent = request.send() => Some(sent),
             _ = aborted.wait_for(|aborted| *aborted) => None,
@@ -641,8 +630,13 @@ impl Side {
         Ok(url)
     }
 
-    /// Close an upload session that will not be finished, so the target keeps no half blob.
-    async fn cancel_upload(&self, location: reqwest::Url) {
+    /// `request` to an upload URL, with the push authorization when the URL is on the
+    /// registry's own host (an upload URL elsewhere gets no credentials).
+    async fn with_push_authorization(
+        &self,
+        request: reqwest::RequestBuilder,
+        location: &reqwest::Url,
+    ) -> reqwest::RequestBuilder {
         let authorization = self
             .authorization
             .lock()
@@ -650,12 +644,16 @@ impl Side {
             .get(&Operation::Push)
             .cloned()
             .flatten();
-        let mut request = self.http.delete(location.clone()).timeout(CANCEL_TIMEOUT);
-        if let Some(value) =
-            authorization.filter(|_| crate::wire::host_port(&location) == self.host)
-        {
-            request = request.header(header::AUTHORIZATION, value);
+        match authorization.filter(|_| crate::wire::host_port(location) == self.host) {
+            Some(value) => request.header(header::AUTHORIZATION, value),
+            None => request,
         }
+    }
+
+    /// Close an upload session that will not be finished, so the target keeps no half blob.
+    async fn cancel_upload(&self, location: reqwest::Url) {
+        let request = self.http.delete(location.clone()).timeout(CANCEL_TIMEOUT);
+        let request = self.with_push_authorization(request, &location).await;
         match request.send().await {
             Ok(response)
                 if response.status().is_success() || response.status() == StatusCode::NOT_FOUND => {
