@@ -1,15 +1,14 @@
 //! `deletionPolicy: Delete`: the finalizer privateer holds (only for such mirrors) until the
 //! mirrored image is deleted from the target.
 
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
 use privateer_api::{DeletionPolicy, ImageMirror, names};
 use privateer_ecr::TargetProvider;
 use privateer_image::Reference;
 
-use crate::reconcile::object_ref;
 use crate::{Context, Error};
 
 /// `deletionPolicy: Delete` holds the object with a finalizer (only then) until the mirrored
@@ -85,15 +84,14 @@ async fn delete_mirrored_image(ctx: &Context, mirror: &ImageMirror) -> Result<()
         Err(e) if e.is_transient() => return Err(e.into()),
         Err(e) => ("ImageRetained", e.to_string(), EventType::Warning),
     };
-    let event = Event {
-        type_: kind,
-        reason: reason.into(),
-        note: Some(note),
-        action: "DeleteImage".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &object_ref(mirror)).await {
-        tracing::debug!("event: {e}");
-    }
+    crate::events::publish(
+        ctx,
+        &mirror.object_ref(&()),
+        kind,
+        reason,
+        Some(note),
+        "DeleteImage",
+    )
+    .await;
     Ok(())
 }

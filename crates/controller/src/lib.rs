@@ -5,9 +5,11 @@
 //! by their mirror) wake it when they finish. The reconciler (`reconcile.rs`) reads as a
 //! pipeline; decisions that need no I/O live in `plan.rs` and `status.rs`.
 
+mod events;
 mod finalize;
 mod gate;
 mod job;
+mod leader;
 mod metrics;
 mod plan;
 mod pods;
@@ -25,7 +27,6 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube_lease_manager::LeaseManagerBuilder;
 use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
@@ -235,50 +236,7 @@ pub async fn run(
         run_controllers(ctx.clone(), stopping).await;
         return Ok(());
     }
-    let duration = Duration::from(election.lease_duration).as_secs().max(3);
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("privateer-{}-{}", hostname(), std::process::id()));
-    let manager = LeaseManagerBuilder::new(ctx.client.clone(), &election.lease_name)
-        .with_namespace(&ctx.config.namespace)
-        .with_identity(&identity)
-        .with_duration(duration)
-        .with_grace((duration / 3).max(1))
-        .build()
-        .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
-    let (mut leader, lease_task) = manager.watch().await;
-    loop {
-        tokio::select! {
-            () = stopping.cancelled() => break,
-            changed = leader.wait_for(|is_leader| *is_leader) => if changed.is_err() { break },
-        }
-        tracing::info!(%identity, "holding the lease: reconciling");
-        let term = stopping.child_token();
-        let mut watch = leader.clone();
-        let lost = {
-            let term = term.clone();
-            tokio::spawn(async move {
-                let _ = watch.wait_for(|is_leader| !*is_leader).await;
-                term.cancel();
-            })
-        };
-        run_controllers(ctx.clone(), term).await;
-        lost.abort();
-        if stopping.is_cancelled() {
-            break;
-        }
-        tracing::warn!(%identity, "lost the lease: standing by");
-    }
-    // Closing the channel ends the lease task, which releases the lease for a standby.
-    drop(leader);
-    let _ = lease_task.await;
-    Ok(())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
+    leader::while_leading(&ctx, stopping, |term| run_controllers(ctx.clone(), term)).await
 }
 
 /// The three loops, until `stop` is cancelled.
@@ -343,16 +301,6 @@ async fn reconcile_guarded(
         Err(invalid) => {
             let name = invalid.metadata.name.clone().unwrap_or_default();
             tracing::warn!(mirror = %name, "not reconciled, the object does not parse: {}", invalid.error);
-            let event = kube::runtime::events::Event {
-                type_: kube::runtime::events::EventType::Warning,
-                reason: "InvalidObject".into(),
-                note: Some(format!(
-                    "privateer cannot read this ImageMirror: {}",
-                    invalid.error
-                )),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
             let reference = k8s_openapi::api::core::v1::ObjectReference {
                 api_version: Some(format!("{}/v1alpha1", names::API_GROUP)),
                 kind: Some("ImageMirror".into()),
@@ -360,9 +308,16 @@ async fn reconcile_guarded(
                 uid: invalid.metadata.uid.clone(),
                 ..Default::default()
             };
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                tracing::debug!("event: {e}");
-            }
+            let note = format!("privateer cannot read this ImageMirror: {}", invalid.error);
+            events::publish(
+                &ctx,
+                &reference,
+                kube::runtime::events::EventType::Warning,
+                "InvalidObject",
+                Some(note),
+                "Reconcile",
+            )
+            .await;
             Ok(Action::await_change())
         }
     }

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
@@ -91,31 +91,24 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
         })
         .collect::<BTreeMap<_, _>>();
     let timeout: Duration = ctx.config.webhook.gate_timeout.into();
-    let (images, event) = match decide(&pod, &mirrors, Timestamp::now(), timeout) {
-        GateAction::Wait(wait) => return Ok(Action::requeue(wait)),
-        GateAction::Release(images) => (
-            images,
-            Event {
-                type_: EventType::Normal,
-                reason: "Released".into(),
-                note: Some("every image is mirrored; privateer removed its scheduling gate".into()),
-                action: "ReleaseGate".into(),
-                secondary: None,
-            },
-        ),
-        GateAction::Restore { images, reason } => (
-            images,
-            Event {
-                type_: EventType::Warning,
-                reason: "ImagesRestored".into(),
-                note: Some(format!(
-                    "privateer put the original images back and removed its gate: {reason}"
-                )),
-                action: "RestoreImages".into(),
-                secondary: None,
-            },
-        ),
-    };
+    let (images, kind, reason, note, action) =
+        match decide(&pod, &mirrors, Timestamp::now(), timeout) {
+            GateAction::Wait(wait) => return Ok(Action::requeue(wait)),
+            GateAction::Release(images) => (
+                images,
+                EventType::Normal,
+                "Released",
+                "every image is mirrored; privateer removed its scheduling gate".to_owned(),
+                "ReleaseGate",
+            ),
+            GateAction::Restore { images, reason } => (
+                images,
+                EventType::Warning,
+                "ImagesRestored",
+                format!("privateer put the original images back and removed its gate: {reason}"),
+                "RestoreImages",
+            ),
+        };
     let namespace = pod.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     pods.patch(
@@ -124,10 +117,8 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
         &Patch::Strategic(release_patch(&pod, &images)),
     )
     .await?;
-    tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), reason = %event.reason, "gate removed");
-    if let Err(e) = ctx.recorder.publish(&event, &pod.object_ref(&())).await {
-        tracing::debug!("event: {e}");
-    }
+    tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), %reason, "gate removed");
+    crate::events::publish(&ctx, &pod.object_ref(&()), kind, reason, Some(note), action).await;
     Ok(Action::await_change())
 }
 

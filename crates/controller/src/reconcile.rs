@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
 use privateer_api::config::CopyExecutor;
 use privateer_api::{ImageMirror, Phase};
 use privateer_ecr::{
@@ -21,9 +21,10 @@ use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
-use crate::status::{Outcome, apply_status, tag_moved, write_status};
+use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
 use crate::{Context, Error};
 
+#[tracing::instrument(skip_all, fields(mirror = %mirror.name_any()))]
 pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Action, Error> {
     let status = mirror.status.clone().unwrap_or_default();
     let same_generation = status.observed_generation == mirror.metadata.generation;
@@ -269,24 +270,7 @@ async fn target_image(ctx: &Context, plan: &Plan) -> Result<(Image, RegistryAcce
     Ok((target, access))
 }
 
-/// What a successful copy established.
-pub struct Ready {
-    pub target_image: String,
-    pub source_digest: String,
-    pub platforms: Vec<String>,
-    pub size_bytes: Option<i64>,
-}
-
-impl Ready {
-    /// The digest the target image is pinned by.
-    fn written_digest(&self) -> &str {
-        self.target_image
-            .rsplit_once('@')
-            .map_or(self.target_image.as_str(), |(_, digest)| digest)
-    }
-}
-
-fn ready(plan: &Plan, source_digest: &str, result: CopyOutcome) -> Ready {
+fn ready(plan: &Plan, source_digest: &str, result: CopyOutcome) -> Mirrored {
     let report = result.report.unwrap_or_default();
     let or_resolved = |digest: String| {
         if digest.is_empty() {
@@ -297,7 +281,7 @@ fn ready(plan: &Plan, source_digest: &str, result: CopyOutcome) -> Ready {
     };
     let written = or_resolved(report.digest);
     let name = plan.target.name();
-    Ready {
+    Mirrored {
         target_image: match plan.target.tag() {
             Some(tag) => format!("{name}:{tag}@{written}"),
             None => format!("{name}@{written}"),
@@ -534,9 +518,4 @@ impl Context {
         let pinned = mirror.spec.source.contains('@');
         (!every.is_zero() && !pinned).then_some(every)
     }
-}
-
-// The object reference events are recorded against.
-pub fn object_ref(mirror: &ImageMirror) -> k8s_openapi::api::core::v1::ObjectReference {
-    mirror.object_ref(&())
 }

@@ -5,15 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
 use privateer_api::crd::short_digest;
 use privateer_api::names::{condition, reason};
 use privateer_api::{ImageMirror, ImageMirrorStatus, Phase};
 use serde_json::json;
 
-use crate::reconcile::Ready;
 use crate::{Context, Error};
 
 /// What one reconcile pass found.
@@ -39,10 +38,27 @@ pub enum Outcome {
         digest: String,
         drift: Vec<String>,
     },
-    Ready(Ready),
+    Ready(Mirrored),
 }
 
 const FIELD_MANAGER: &str = "privateer-controller";
+
+/// What a successful copy established.
+pub struct Mirrored {
+    pub target_image: String,
+    pub source_digest: String,
+    pub platforms: Vec<String>,
+    pub size_bytes: Option<i64>,
+}
+
+impl Mirrored {
+    /// The digest the target image is pinned by.
+    pub fn written_digest(&self) -> &str {
+        self.target_image
+            .rsplit_once('@')
+            .map_or(self.target_image.as_str(), |(_, digest)| digest)
+    }
+}
 
 pub async fn write_status(
     ctx: &Context,
@@ -73,27 +89,17 @@ pub async fn apply_status(
     .await?;
     let (before, after) = (mirror.phase(), status.phase.unwrap_or(Phase::Pending));
     if before != after || mirror.status.is_none() {
-        let event = Event {
-            type_: if after == Phase::Failed {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: after.as_str().to_owned(),
-            note: status
-                .last_error
-                .clone()
-                .or_else(|| status.target_image.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
+        let kind = if after == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(e) = ctx
-            .recorder
-            .publish(&event, &crate::reconcile::object_ref(mirror))
-            .await
-        {
-            tracing::debug!("event for {}: {e}", mirror.name_any());
-        }
+        let note = status
+            .last_error
+            .clone()
+            .or_else(|| status.target_image.clone());
+        let regarding = mirror.object_ref(&());
+        crate::events::publish(ctx, &regarding, kind, after.as_str(), note, "Reconcile").await;
     }
     Ok(())
 }
@@ -324,7 +330,7 @@ mod tests {
         let ready = build(
             &m,
             &running,
-            Outcome::Ready(Ready {
+            Outcome::Ready(Mirrored {
                 target_image: "r/mirror/nginx:1.27@sha256:01".into(),
                 source_digest: "sha256:01".into(),
                 platforms: vec!["linux/amd64".into()],
@@ -378,7 +384,7 @@ mod tests {
         let ready = build(
             &m,
             &ImageMirrorStatus::default(),
-            Outcome::Ready(Ready {
+            Outcome::Ready(Mirrored {
                 target_image: "r/mirror/nginx:1.27@sha256:01".into(),
                 source_digest: "sha256:01".into(),
                 platforms: Vec::new(),

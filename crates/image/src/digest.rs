@@ -89,7 +89,7 @@ impl Digest {
     /// rules: `sha256-<hex>`. A sha512 one (135 characters) is cut to the 128-character limit.
     pub fn anchor_tag(&self) -> String {
         let mut tag = format!("{}-{}", self.algorithm.as_str(), self.hex);
-        tag.truncate(crate::reference::TAG_MAX_LEN);
+        tag.truncate(crate::TAG_MAX_LEN);
         tag
     }
 }

@@ -11,7 +11,9 @@ mod target;
 pub use digest::{Algorithm, Digest};
 pub use error::{ReferenceError, TargetError};
 pub use name::{OBJECT_NAME_MAX_LEN, is_dns1123_subdomain, object_name};
-pub use reference::{
-    DEFAULT_TAG, DOCKER_HUB, NAME_MAX_LEN, Reference, TAG_MAX_LEN, validate_domain,
-};
+pub use reference::{DEFAULT_TAG, DOCKER_HUB, NAME_MAX_LEN, Reference, validate_domain};
 pub use target::{ECR_REPOSITORY_MAX_LEN, TargetNaming, is_ecr_repository_name};
+
+/// Longest tag Docker accepts (`[\w][\w.-]{0,127}`); here because references parse tags and
+/// digests make anchor tags.
+pub const TAG_MAX_LEN: usize = 128;

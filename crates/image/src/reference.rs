@@ -14,6 +14,7 @@
 
 use std::fmt;
 
+use crate::TAG_MAX_LEN;
 use crate::digest::Digest;
 use crate::error::ReferenceError;
 
@@ -25,8 +26,6 @@ const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 const OFFICIAL_NAMESPACE: &str = "library";
 /// Longest name (domain and path, after normalization) Docker accepts.
 pub const NAME_MAX_LEN: usize = 255;
-/// Longest tag Docker accepts.
-pub const TAG_MAX_LEN: usize = 128;
 /// The tag implied when a reference names neither tag nor digest.
 pub const DEFAULT_TAG: &str = "latest";
 

@@ -12,7 +12,8 @@ use privateer_registry::{
     CopyError, CopyOptions, Credentials, Endpoint, Image, Platform, RetryPolicy, TlsOptions,
 };
 
-use crate::{copy_bounds, copy_progress};
+use crate::copy_bounds;
+use crate::copy_progress::{self, CopyFailure};
 
 /// Copy an image between registries, digest-exact (what privateer's copy Jobs run).
 ///
@@ -73,11 +74,6 @@ pub struct CopyArgs {
     #[command(flatten)]
     bounds: copy_bounds::BoundsArgs,
 }
-
-/// A copy that failed at a registry, not in its arguments.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CopyFailure(pub CopyError);
 
 pub fn run(args: CopyArgs) -> anyhow::Result<String> {
     let termination_log = args

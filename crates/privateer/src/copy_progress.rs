@@ -8,9 +8,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use privateer_registry::{BlobOutcome, CopyOutcome, CopyReport, ErrorClass, Event, Progress};
+use privateer_registry::{
+    BlobOutcome, CopyError, CopyOutcome, CopyReport, ErrorClass, Event, Progress,
+};
 
-use crate::copy_cmd::CopyFailure;
+/// A copy that failed at a registry, not in its arguments.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CopyFailure(pub CopyError);
 
 pub fn renderer(json: bool) -> Arc<dyn Progress> {
     if json {

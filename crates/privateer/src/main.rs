@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             eprintln!("privateer: {error:#}");
             let transient = match (
                 error.downcast_ref::<target_cmd::RegistryFailure>(),
-                error.downcast_ref::<copy_cmd::CopyFailure>(),
+                error.downcast_ref::<copy_progress::CopyFailure>(),
             ) {
                 (Some(failure), _) => Some(failure.0.is_transient()),
                 (_, Some(failure)) => Some(failure.0.is_transient()),

@@ -139,6 +139,10 @@ impl Webhook {
         })
     }
 
+    #[tracing::instrument(name = "mutate", skip_all, fields(
+        uid = %request.uid,
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+    ))]
     async fn mutate_pod(&self, mut request: AdmissionRequest<Pod>) -> Answered {
         let allowed = AdmissionResponse::from(&request);
         let ephemeral = is_ephemeral_update(&request);
@@ -225,36 +229,37 @@ impl Webhook {
             let problem = format!("privateer's /validate judges Pods, not {}", head.kind.kind);
             return Ok(invalid(&head.uid, problem));
         }
-        let request = match parse::<Pod>(body, &head.uid) {
-            Ok(request) => request,
-            Err(answered) => return Ok(answered),
-        };
+        Ok(match parse::<Pod>(body, &head.uid) {
+            Ok(request) => self.validate_pod(request).await,
+            Err(answered) => answered,
+        })
+    }
+
+    #[tracing::instrument(name = "validate", skip_all, fields(
+        uid = %request.uid,
+        namespace = request.namespace.as_deref().unwrap_or_default(),
+    ))]
+    async fn validate_pod(&self, request: AdmissionRequest<Pod>) -> Answered {
         let allowed = AdmissionResponse::from(&request);
         let ephemeral = is_ephemeral_update(&request);
         if request.operation != Operation::Create && !ephemeral {
-            return Ok(answer(allowed, "allowed"));
+            return answer(allowed, "allowed");
         }
         let Some(pod) = &request.object else {
-            return Ok(invalid(
-                &request.uid,
-                "the request carries no object".into(),
-            ));
+            return invalid(&request.uid, "the request carries no object".into());
         };
         let namespace = request.namespace.clone().unwrap_or_default();
         if self.config.excludes_namespace(&namespace) || self.cluster.namespace_skipped(&namespace)
         {
-            return Ok(answer(allowed, "allowed"));
+            return answer(allowed, "allowed");
         }
         let old = request.old_object.as_ref().filter(|_| ephemeral);
         let subjects = pod_subjects(pod, old);
         let denials = self.judge(&subjects).await;
         if denials.is_empty() {
-            return Ok(answer(allowed, "allowed"));
+            return answer(allowed, "allowed");
         }
-        Ok(answer(
-            allowed.deny(policy::message("pod", &denials)),
-            "denied",
-        ))
+        answer(allowed.deny(policy::message("pod", &denials)), "denied")
     }
 
     /// Every rule over every subject; a Pod mixing ECR and public images is judged whole. ECR
