@@ -14,6 +14,7 @@ mod metrics;
 mod plan;
 mod pods;
 mod reconcile;
+mod stage;
 mod status;
 
 use std::sync::Arc;

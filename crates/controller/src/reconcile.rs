@@ -21,6 +21,7 @@ use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
+use crate::stage::{Stage, stage};
 use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
 use crate::{Context, Error};
 
@@ -39,40 +40,22 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     };
-    // Waiting out a backoff, or a permanent failure of this very spec: nothing to do yet.
-    if same_generation && let Some(wait) = remaining(status.next_retry_time.as_ref()) {
-        return Ok(Action::requeue(wait));
-    }
-    if same_generation && mirror.phase() == Phase::Failed && status.next_retry_time.is_none() {
-        return Ok(Action::await_change());
-    }
-    if same_generation && mirror.phase() == Phase::Ready {
-        let refresh = ctx.refresh_interval(&mirror);
-        let since = status
-            .last_sync_time
-            .as_ref()
-            .and_then(|t| SystemTime::now().duration_since(SystemTime::from(t.0)).ok())
-            .unwrap_or_default();
-        match refresh {
-            None => return Ok(Action::await_change()),
-            Some(every) if since < every => return Ok(Action::requeue(every - since)),
-            Some(_) => {}
+    let refresh = ctx.refresh_interval(&mirror);
+    match stage(
+        &mirror,
+        ctx.config.copy.executor,
+        refresh,
+        SystemTime::now(),
+    ) {
+        Stage::Wait(wait) => return Ok(Action::requeue(wait)),
+        Stage::AwaitChange => return Ok(Action::await_change()),
+        Stage::WatchJob { digest } => {
+            return match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
+                JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
+                JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
+            };
         }
-    }
-
-    // The copy Job for the digest this spec resolved is under way: only its end is news. The
-    // source, the target and the repository were checked when the Job was created (a retry
-    // after a failure, with nextRetryTime set, goes the whole way again).
-    if same_generation
-        && mirror.phase() == Phase::Mirroring
-        && status.next_retry_time.is_none()
-        && ctx.config.copy.executor == CopyExecutor::Job
-        && let (Some(digest), Some(_)) = (status.source_digest.as_deref(), &status.job_name)
-    {
-        return match run_copy_job(&ctx, &mirror, &plan, digest).await? {
-            JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
-            JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, digest, *result).await,
-        };
+        Stage::Run => {}
     }
 
     let source = source_image(&ctx, &mirror, &plan).await?;
@@ -339,15 +322,6 @@ fn requeue_for_refresh(ctx: &Context, mirror: &ImageMirror) -> Action {
         Some(every) => Action::requeue(every),
         None => Action::await_change(),
     }
-}
-
-fn remaining(
-    at: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-) -> Option<Duration> {
-    let at = SystemTime::from(at?.0);
-    at.duration_since(SystemTime::now())
-        .ok()
-        .filter(|d| !d.is_zero())
 }
 
 /// The source as the copier reaches it: endpoint override, credentials from the mirror's
