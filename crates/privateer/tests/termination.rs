@@ -1,0 +1,75 @@
+//! The termination message of `privateer copy` (what the controller reads from a copy Pod)
+//! stays within the kubelet's 4,096 bytes and parses, whatever the copy reports: here a
+//! 300-child index under `--platform`, whose platform list alone is over the limit.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::Command;
+
+use privateer_e2e::images::{Format, Index, Pusher};
+use privateer_e2e::registry::{Registry, oci_client};
+use privateer_registry::{CopyOutcome, TERMINATION_MESSAGE_MAX_BYTES};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_child_index_leaves_a_whole_parseable_termination_message() {
+    if !Path::new("/usr/bin/docker-registry").exists() {
+        assert!(
+            std::env::var_os("PRIVATEER_REQUIRE_TESTENV").is_none(),
+            "docker-registry is missing: run `just setup`"
+        );
+        eprintln!("!!! SKIPPED termination message: docker-registry is missing (just setup)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("privateer-termination-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = Registry::start("source", &dir, None).unwrap();
+    let target = Registry::start("target", &dir, None).unwrap();
+    let platforms: Vec<String> = (0..300).map(|i| format!("linux/amd64/v{i}")).collect();
+    let platforms: Vec<&str> = platforms.iter().map(String::as_str).collect();
+    let index = Index::multi_platform(Format::Oci, &platforms, 70, 64);
+    Pusher::new(oci_client(), source.auth())
+        .push_index(&source.host, "wide", "v1", &index)
+        .await
+        .unwrap();
+
+    let log = dir.join("termination-log");
+    let output = Command::new(env!("CARGO_BIN_EXE_privateer"))
+        .arg("copy")
+        .arg(format!("{}/wide:v1", source.host))
+        .arg(format!("{}/wide:v1-amd64", target.host))
+        // Every child matches (no variant named): the new index keeps all 300.
+        .args(["--platform", "linux/amd64", "--termination-log"])
+        .arg(&log)
+        .args([
+            "--insecure-registry",
+            &source.host,
+            "--insecure-registry",
+            &target.host,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.len() <= TERMINATION_MESSAGE_MAX_BYTES,
+        "{} bytes",
+        message.len()
+    );
+    let outcome = CopyOutcome::parse(&message).expect("the message parses");
+    let report = outcome.report.expect("a report");
+    assert_eq!(report.platforms.len() + report.platforms_omitted, 300);
+    assert!(report.platforms_omitted > 0, "the full list would not fit");
+    // The digest it reports is the one the target holds.
+    let (_, held) = Pusher::new(oci_client(), target.auth())
+        .pull_manifest(&target.host, "wide", "v1-amd64")
+        .await
+        .unwrap();
+    assert_eq!(report.digest, held);
+    drop((source, target));
+    let _ = std::fs::remove_dir_all(&dir);
+}
