@@ -13,14 +13,15 @@ use http::{HeaderValue, Method, StatusCode, header};
 use privateer_image::Digest;
 use tokio::sync::Mutex;
 
-use crate::auth::{self, Challenge};
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{ACCEPTED, Descriptor, Manifest};
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, with_retries};
-use crate::verify::{self, Hasher};
+use crate::verify::{self, BlobCheck};
 use crate::wire::{read_limited, request_error, status_error, without_query};
 use crate::{CopyOptions, Credentials, Endpoint, Limits};
+
+mod login;
 
 /// How long cancelling an upload session may take: it is a courtesy after a failure.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,162 +125,6 @@ impl Side {
 
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.repository)
-    }
-
-    /// Send what `build` makes with the authorization known for `operation`; on a 401, answer
-    /// its challenge and send once more.
-    async fn send(
-        &self,
-        operation: Operation,
-        action: &str,
-        build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, CopyError> {
-        let known = self.authorization.lock().await.get(&operation).cloned();
-        let tried = known.clone().flatten();
-        let response = self.send_with(&build, tried.clone(), action).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            if known.is_none() {
-                self.authorization.lock().await.insert(operation, None);
-            }
-            return Ok(response);
-        }
-        let challenge = response
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let fresh = self.authorize(operation, challenge, tried, action).await?;
-        let response = self.send_with(&build, Some(fresh), action).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            return Err(status_error(response, &self.host, action).await);
-        }
-        Ok(response)
-    }
-
-    async fn send_with(
-        &self,
-        build: &impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-        authorization: Option<HeaderValue>,
-        action: &str,
-    ) -> Result<reqwest::Response, CopyError> {
-        let mut request = build(&self.http);
-        if let Some(value) = authorization {
-            request = request.header(header::AUTHORIZATION, value);
-        }
-        request
-            .send()
-            .await
-            .map_err(|e| request_error(action, &e, &self.host))
-    }
-
-    /// The `Authorization` answering `challenge`, kept for `operation`. Another task may have
-    /// logged in while this one waited: its answer is taken instead of asking again.
-    async fn authorize(
-        &self,
-        operation: Operation,
-        challenge: Option<String>,
-        tried: Option<HeaderValue>,
-        action: &str,
-    ) -> Result<HeaderValue, CopyError> {
-        let mut known = self.authorization.lock().await;
-        if let Some(Some(current)) = known.get(&operation)
-            && Some(current) != tried.as_ref()
-        {
-            return Ok(current.clone());
-        }
-        let unauthorized =
-            |message: String| CopyError::new(ErrorClass::Unauthorized, action, message);
-        let invalid = |message: String| CopyError::new(ErrorClass::Invalid, action, message);
-        let value = match (&self.credentials, challenge) {
-            (Credentials::Bearer(token), _) => auth::bearer(token).map_err(invalid)?,
-            (_, None) => {
-                return Err(unauthorized(format!(
-                    "401 from {} without a WWW-Authenticate challenge",
-                    self.host
-                )));
-            }
-            (credentials, Some(challenge)) => {
-                match auth::parse_challenge(&challenge)
-                    .map_err(|e| invalid(format!("{}: {e}", self.host)))?
-                {
-                    Challenge::Basic => match credentials {
-                        Credentials::Basic { username, password } => {
-                            auth::basic(username, password).map_err(invalid)?
-                        }
-                        _ => {
-                            return Err(unauthorized(format!(
-                                "{} asks for basic auth and no credentials were given",
-                                self.host
-                            )));
-                        }
-                    },
-                    Challenge::Bearer { realm, service, .. } => {
-                        self.fetch_token(operation, &realm, service.as_deref(), action)
-                            .await?
-                    }
-                }
-            }
-        };
-        known.insert(operation, Some(value.clone()));
-        Ok(value)
-    }
-
-    /// The Docker token flow: ask `realm` for a token scoped to this repository.
-    async fn fetch_token(
-        &self,
-        operation: Operation,
-        realm: &str,
-        service: Option<&str>,
-        action: &str,
-    ) -> Result<HeaderValue, CopyError> {
-        let action = format!("{action}: log in at the token endpoint of {}", self.host);
-        let invalid = |message: String| CopyError::new(ErrorClass::Invalid, &action, message);
-        let mut url = reqwest::Url::parse(realm)
-            .map_err(|e| invalid(format!("the challenge's realm is not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid(format!(
-                "the challenge's realm has scheme {:?} (only http and https)",
-                url.scheme()
-            )));
-        }
-        let actions = match operation {
-            Operation::Pull => "pull",
-            Operation::Push => "pull,push",
-        };
-        {
-            let mut query = url.query_pairs_mut();
-            query.append_pair(
-                "scope",
-                &format!("repository:{}:{actions}", self.repository),
-            );
-            if let Some(service) = service {
-                query.append_pair("service", service);
-            }
-        }
-        let mut request = self.http.get(url.clone());
-        if let Credentials::Basic { username, password } = &self.credentials {
-            request = request.basic_auth(username, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| request_error(&action, &e, &host_of(&url)))?;
-        let status = response.status();
-        if !status.is_success() {
-            let mut error = status_error(response, &host_of(&url), &action).await;
-            if matches!(status.as_u16(), 400 | 403) {
-                error.class = ErrorClass::Unauthorized;
-            }
-            return Err(error);
-        }
-        let body = read_limited(
-            response,
-            self.limits.token_bytes,
-            &action,
-            "limits.tokenBytes",
-        )
-        .await?;
-        auth::parse_token(&body).map_err(invalid)
     }
 
     /// Log in, run `call`, retry what is transient, log in again once on a 401.
@@ -497,71 +342,34 @@ impl Side {
                 format!("the source serves {length} bytes, the manifest declares {declared}"),
             ));
         }
+        let host = self.host.clone();
         let state = (
             response.bytes_stream().boxed(),
-            Hasher::new(digest.algorithm()),
-            0u64,
-            false,
+            Some(BlobCheck::new(digest, declared)),
         );
-        let host = self.host.clone();
-        let stream = futures::stream::unfold(
-            state,
-            move |(mut body, mut hasher, mut seen, done)| {
-                let action = action.clone();
-                let host = host.clone();
-                let digest = digest.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    let fault = |message: String| {
-                        std::io::Error::other(CopyError::new(
-                            ErrorClass::DigestMismatch,
-                            &action,
-                            message,
-                        ))
-                    };
-                    match body.next().await {
-                        Some(Ok(chunk)) => {
-                            seen = seen.saturating_add(chunk.len() as u64);
-                            if seen > declared {
-                                let error = fault(format!(
-                                    "the source sent more than the {declared} bytes the manifest declares"
-                                ));
-                                return Some((Err(error), (body, hasher, seen, true)));
-                            }
-                            hasher.update(&chunk);
-                            Some((Ok(chunk), (body, hasher, seen, false)))
-                        }
-                        Some(Err(e)) => {
-                            let error = std::io::Error::other(request_error(&action, &e, &host));
-                            Some((Err(error), (body, hasher, seen, true)))
-                        }
-                        None if seen != declared => {
-                            let error = fault(format!(
-                                "the source sent {seen} bytes, the manifest declares {declared}"
-                            ));
-                            Some((
-                                Err(error),
-                                (body, Hasher::new(digest.algorithm()), seen, true),
-                            ))
-                        }
-                        None => {
-                            let actual =
-                                std::mem::replace(&mut hasher, Hasher::new(digest.algorithm()))
-                                    .finish();
-                            if actual == digest.to_string() {
-                                return None;
-                            }
-                            let error = fault(format!(
-                                "the source served content that does not match its digest (it is {actual})"
-                            ));
-                            Some((Err(error), (body, hasher, seen, true)))
-                        }
-                    }
-                }
-            },
-        );
+        // The check travels with the stream; `None` once it ended, well or not.
+        let stream = futures::stream::unfold(state, move |(mut body, check)| {
+            let (action, host) = (action.clone(), host.clone());
+            async move {
+                let mut check = check?;
+                let fault = |message: String| {
+                    let error = CopyError::new(ErrorClass::DigestMismatch, &action, message);
+                    std::io::Error::other(error)
+                };
+                let failed = match body.next().await {
+                    Some(Ok(chunk)) => match check.chunk(&chunk) {
+                        Ok(()) => return Some((Ok(chunk), (body, Some(check)))),
+                        Err(problem) => fault(problem),
+                    },
+                    Some(Err(e)) => std::io::Error::other(request_error(&action, &e, &host)),
+                    None => match check.finish() {
+                        Ok(()) => return None,
+                        Err(problem) => fault(problem),
+                    },
+                };
+                Some((Err(failed), (body, None)))
+            }
+        });
         Ok(stream.boxed())
     }
 
@@ -694,8 +502,4 @@ fn answered_digest(
             format!("the registry answered Docker-Content-Digest {shown:?}: {e}"),
         )
     })
-}
-
-fn host_of(url: &reqwest::Url) -> String {
-    crate::wire::host_port(url)
 }

@@ -3,6 +3,7 @@
 //! turned into classified errors without echoing what other hosts said.
 
 use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use reqwest::redirect;
@@ -15,7 +16,31 @@ const ERROR_BODY_BYTES: u64 = 8 << 10;
 /// Characters of a registry's error message kept in ours.
 const ERROR_MESSAGE_CHARS: usize = 300;
 
+/// The HTTP client for these settings. Building one loads the system's root certificates, so
+/// each distinct setting is built once per process and shared (a clone shares its connection
+/// pool): the controller resolves, verifies and copies many times with the same options.
 pub(crate) fn client(
+    tls: &TlsOptions,
+    timeouts: &Timeouts,
+    redirects: &Redirects,
+) -> Result<reqwest::Client, CopyError> {
+    type Key = (Vec<Vec<u8>>, Timeouts, Redirects);
+    static BUILT: Mutex<Vec<(Key, reqwest::Client)>> = Mutex::new(Vec::new());
+    let key: Key = (tls.ca_pems.clone(), timeouts.clone(), redirects.clone());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, client)) = built.iter().find(|(k, _)| *k == key) {
+        return Ok(client.clone());
+    }
+    let client = build_client(tls, timeouts, redirects)?;
+    // A process sees a handful of settings; the bound only guards against a caller that varies them.
+    if built.len() >= 8 {
+        built.remove(0);
+    }
+    built.push((key, client.clone()));
+    Ok(client)
+}
+
+fn build_client(
     tls: &TlsOptions,
     timeouts: &Timeouts,
     redirects: &Redirects,
