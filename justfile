@@ -29,15 +29,33 @@ lint:
 setup:
     bash tests/setup.sh
 
-# Every test: unit, property, CLI, CRD drift, and the end-to-end tier on the local environment.
-test: setup
+# Every test: unit, property, CLI, CRD drift, and the end-to-end tier on the local environment
+# (its node runs privateer's image, so `image` comes first).
+test: setup image
     cargo test --workspace
+
+# privateer's image without a container engine: the release binary, the libraries it links, CA
+# certificates and user 65532, as the Dockerfile's runtime stage has them, written as an OCI
+# layout to target/image (same binary, same digest). With REF it is also copied there by
+# `privateer copy` with ARGS: ECR takes the AWS credential chain; another registry
+# `--dest-authfile ~/.docker/config.json`.
+image ref="" *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build --release -q -p privateer
+    cargo build -q -p privateer-e2e --bin privateer-dev
+    dir="$(just _target-dir)"
+    "$dir/debug/privateer-dev" image "$dir/release/privateer"
+    if [ -n "{{ref}}" ]; then
+        PRIVATEER_BIN="$dir/release/privateer" "$dir/debug/privateer-dev" image-push "{{ref}}" {{args}}
+    fi
 
 # Start the local environment in the background; `source target/dev/env` to use it.
 dev-up:
     #!/usr/bin/env bash
     set -euo pipefail
     bash tests/setup.sh
+    just image >/dev/null
     cargo build -q -p privateer -p privateer-e2e --bins
     mkdir -p target/dev
     if [ -f target/dev/dev.pid ] && kill -0 "$(cat target/dev/dev.pid)" 2>/dev/null; then
@@ -113,55 +131,50 @@ fuzz target="all" seconds="60" runs="":
     printf '%s' "$summary"
     ! grep -q 'exit [1-9]' <<< "$summary"
 
-# The main job on the local control plane: mirror, rewrite, gate, release, deny. Leaves the
-# environment up for exploring (`just dev-down` stops it, privateer included).
+# The main job on the local one-node cluster: `helm install` privateer from its image, then a
+# Deployment of nginx:1.27 rewritten, gated, mirrored by a copy Job, released and Running from
+# the mirror; a :latest Pod denied. Leaves the environment up (`just dev-down` stops it).
 demo:
     #!/usr/bin/env bash
     set -euo pipefail
     step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-    step "Starting the local environment (control plane, registries, ECR emulator)"
+    step "Starting the local cluster (control plane, node, registries, ECR emulator)"
     just dev-up | grep -E '^environment|already runs'
     source target/dev/env
     bin="$(just _target-dir)/debug"
     step "Seeding the stand-in for Docker Hub"
     "$bin/privateer-dev" seed
-    echo "(docker.io is served from $PRIVATEER_SOURCE_REGISTRY through sources.endpoints in the config)"
-    # The dev configuration, with the :latest rule on.
-    sed '/^  denyLatest:/{n;s/enabled: false/enabled: true/}' "$PRIVATEER_DEV_CONFIG" > target/dev/demo-config.yaml
-    step "Installing the CRD and the webhooks (the Helm chart, webhooks calling this machine)"
-    just dev-install target/dev/demo-config.yaml
-    step "Running privateer (webhook + controller) in the background; log: target/dev/privateer.log"
-    if [ -f target/dev/privateer.pid ] && kill -0 "$(cat target/dev/privateer.pid)" 2>/dev/null; then
-        kill "$(cat target/dev/privateer.pid)"; sleep 1
-    fi
-    nohup "$bin/privateer" run --config target/dev/demo-config.yaml > target/dev/privateer.log 2>&1 &
-    echo $! > target/dev/privateer.pid
-    echo $! >> target/dev/pids
-    metrics="$(sed -n '/^metrics:/,/^[a-z]/s/^  listen: //p' target/dev/demo-config.yaml)"
-    for _ in $(seq 100); do curl -sf "http://$metrics/readyz" >/dev/null && break; sleep 0.2; done
-    curl -sf "http://$metrics/readyz" >/dev/null || { tail -n 20 target/dev/privateer.log; exit 1; }
-    echo "ready: /metrics, /healthz, /readyz on http://$metrics"
-    step "kubectl apply -f examples/prewarm.yaml; kubectl apply -f examples/deployment.yaml (nginx:1.27)"
+    step "helm install privateer (image $PRIVATEER_IMAGE, policy denyLatest on)"
+    helm upgrade --install privateer charts/privateer -n privateer --create-namespace \
+        -f "$PRIVATEER_DEV_VALUES" --set config.policy.denyLatest.enabled=true --wait --timeout 180s \
+        | sed -n '/^NOTES/,$p' | head -n 3
+    kubectl -n privateer get pods -l app.kubernetes.io/component=run -o wide
+    step "kubectl apply -f examples/prewarm.yaml -f examples/deployment.yaml (nginx:1.27)"
     kubectl apply -f examples/prewarm.yaml
     kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
     kubectl apply -f examples/deployment.yaml
-    pod_columns='NAME:.metadata.name,IMAGE:.spec.containers[0].image,GATES:.spec.schedulingGates[*].name'
-    for _ in $(seq 50); do [ -n "$(kubectl -n demo get pods -o name)" ] && break; sleep 0.2; done
-    step "The Pod as stored: rewritten to ECR, held by the privateer.dev/mirror gate"
-    kubectl -n demo get pods -o custom-columns="$pod_columns"
     step "kubectl get imagemirrors (until every mirror is Ready)"
-    for _ in $(seq 120); do
+    for _ in $(seq 240); do
         phases="$(kubectl get imagemirrors -o jsonpath='{.items[*].status.phase}')"
         [ -n "$phases" ] && [ -z "$(tr ' ' '\n' <<< "$phases" | grep -v '^Ready$' || true)" ] && break
         sleep 0.5
     done
     kubectl get imagemirrors
-    for _ in $(seq 60); do
-        [ -z "$(kubectl -n demo get pods -o jsonpath='{.items[*].spec.schedulingGates}')" ] && break
-        sleep 0.5
-    done
-    step "The Pod, released from its gate (no container runtime here, so it stays Pending)"
-    kubectl -n demo get pods -o custom-columns="$pod_columns"
+    step "The Pod, Running from the mirror"
+    kubectl -n demo wait --for=condition=Ready pod -l app=web --timeout=120s >/dev/null || true
+    kubectl -n demo get pods -o wide
+    kubectl -n demo get pods -l app=web -o jsonpath='{range .items[*]}image:   {.spec.containers[0].image}{"\n"}imageID: {.status.containerStatuses[0].imageID}{"\n"}{end}'
+    step "One HTTP answer, from a Pod in a namespace privateer skips, through the Service"
+    kubectl create namespace probe --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    kubectl label namespace probe privateer.dev/skip=true --overwrite >/dev/null
+    kubectl -n probe delete pod probe --ignore-not-found >/dev/null
+    ip="$(kubectl -n demo get service web -o jsonpath='{.spec.clusterIP}')"
+    kubectl -n probe run probe --image=nginx:1.27 --restart=Never --command -- wget -q -O - "http://$ip/" >/dev/null
+    kubectl -n probe wait --for=jsonpath='{.status.phase}'=Succeeded pod/probe --timeout=60s >/dev/null || true
+    answer="$(kubectl -n probe logs probe 2>&1 || true)"
+    echo "GET http://$ip/ -> $answer"
+    step "The copy Jobs' Pods"
+    kubectl -n privateer get pods -l job-name
     step "kubectl -n demo run latest --image=busybox:latest (policy denyLatest)"
     denied="$(kubectl -n demo run latest --image=busybox:latest 2>&1 || true)"
     fold -s -w 100 <<< "$denied"
@@ -169,19 +182,21 @@ demo:
     problems=""
     [ -z "$(kubectl get imagemirrors -o jsonpath='{.items[*].status.phase}' | tr ' ' '\n' | grep -v '^Ready$' || true)" ] \
         || problems+=" some ImageMirrors are not Ready;"
-    [ -z "$(kubectl -n demo get pods -o jsonpath='{.items[*].spec.schedulingGates}')" ] || problems+=" the Pod is still gated;"
-    kubectl -n demo get pods -o jsonpath='{.items[*].spec.containers[0].image}' | grep -q dkr.ecr \
-        || problems+=" the Pod was not rewritten;"
+    image="$(kubectl -n demo get pods -l app=web -o jsonpath='{.items[0].spec.containers[0].image}')"
+    image_id="$(kubectl -n demo get pods -l app=web -o jsonpath='{.items[0].status.containerStatuses[0].imageID}')"
+    grep -q dkr.ecr <<< "$image" || problems+=" the Pod was not rewritten;"
+    [ -n "$image_id" ] && [ "${image##*@}" = "${image_id##*@}" ] || problems+=" the Pod does not run the mirror's digest;"
+    grep -q "served by nginx" <<< "$answer" || problems+=" no HTTP answer from the Pod;"
+    kubectl -n privateer get pods -l job-name -o jsonpath='{.items[*].status.phase}' | grep -q Succeeded \
+        || problems+=" no copy Job Pod Completed;"
     grep -q "policy denyLatest" <<< "$denied" || problems+=" the :latest Pod was not denied;"
     if [ -n "$problems" ]; then
-        echo "demo FAILED:$problems (log: target/dev/privateer.log)"; tail -n 20 target/dev/privateer.log; exit 1
+        echo "demo FAILED:$problems"; kubectl -n privateer logs -l app.kubernetes.io/component=run --tail=20 || true; exit 1
     fi
     step "Where to look next"
     echo "  source target/dev/env             # kubectl, helm, KUBECONFIG for this environment"
     echo "  kubectl get imagemirrors -o wide  # Target column: the image pinned by digest"
-    echo "  kubectl describe imagemirror docker.io-library-nginx-1.27-6965a10c1529"
-    echo "  curl -s http://$metrics/metrics | grep privateer_"
-    echo "  less target/dev/privateer.log"
+    echo "  kubectl -n privateer logs deploy/privateer"
     echo "  just dev-down                     # stop everything"
 
 # Install the CRD, RBAC and the webhook configurations for a privateer running on this machine

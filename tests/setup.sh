@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local environment needs, idempotently; a warm run takes a second or two.
-#   Debian: docker-registry (the registries), skopeo and curl (the copy benchmark's baselines)
+#   Debian: docker-registry (the registries), skopeo and curl (the copy benchmark's baselines),
+#           containerd, runc, CNI plugins and iptables (the node), busybox-static (runnable
+#           test images)
 #   PyPI:   moto[server] in a venv under the cache (the ECR API)
 #   Go:     etcd, kube-apiserver, kube-controller-manager, kubectl, helm (tests/controlplane)
 set -euo pipefail
@@ -9,8 +11,12 @@ cache=${PRIVATEER_CACHE:-$HOME/.cache/privateer}
 MOTO_VERSION=5.2.5
 
 missing=()
-for tool in docker-registry skopeo curl; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+# package:file-it-installs
+for wanted in docker-registry:/usr/bin/docker-registry skopeo:/usr/bin/skopeo curl:/usr/bin/curl \
+    containerd:/usr/bin/containerd runc:/usr/sbin/runc \
+    containernetworking-plugins:/usr/lib/cni/bridge iptables:/usr/sbin/iptables \
+    busybox-static:/bin/busybox; do
+    [ -x "${wanted#*:}" ] || missing+=("${wanted%%:*}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing Debian packages: ${missing[*]}" >&2
@@ -19,9 +25,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian starts a system registry on :5000 on install; the tests run their own.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
-    systemctl stop docker-registry || true
-fi
+# Debian's containerd starts a system daemon too; the node runs its own (tests/src/node.rs).
+for service in docker-registry containerd; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+        systemctl stop "$service" || true
+    fi
+done
 
 venv="$cache/moto-venv"
 if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.version" 2>/dev/null)" != "$MOTO_VERSION" ]; then
@@ -33,3 +42,11 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.version" 2>/dev/null)" !
 fi
 
 "$here/controlplane/build.sh" >/dev/null
+
+# The node's sandbox program: static, so the pause image is this one file.
+pause="$cache/bin/pause"
+if [ ! -x "$pause" ] || [ "$here/node/pause.rs" -nt "$pause" ]; then
+    mkdir -p "$cache/bin"
+    rustc -O -C target-feature=+crt-static -C strip=symbols "$here/node/pause.rs" -o "$pause.partial"
+    mv "$pause.partial" "$pause"
+fi

@@ -32,7 +32,7 @@ kube_version="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION \
  -X k8s.io/component-base/version.gitTreeState=clean \
  -X k8s.io/client-go/pkg/version.gitVersion=$KUBERNETES_VERSION \
  -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-for component in kube-apiserver kube-controller-manager kubectl; do
+for component in kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy; do
     build "$component" "$here/kube" "./cmd/$component" "$kube_version"
 done
 build etcd "$here/etcd" . "-X go.etcd.io/etcd/api/v3/version.GitSHA=privateer"

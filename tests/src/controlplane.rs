@@ -14,14 +14,29 @@ use crate::process::{Managed, free_port};
 const ADMISSION_PLUGINS: &str = "NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy";
 /// What kube-controller-manager runs: Jobs, Deployments and ReplicaSets (the demo's workload),
 /// garbage collection, service accounts and their tokens, namespace deletion, TTL of finished
-/// Jobs.
-const CONTROLLERS: &str = "job-controller,deployment-controller,replicaset-controller,garbage-collector-controller,serviceaccount-token-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller";
+/// Jobs, Service endpoints (kube-proxy routes by EndpointSlices), the root CA each namespace's
+/// Pods trust (`kube-root-ca.crt`), PodDisruptionBudgets, removal of orphaned Pods and node
+/// lifecycle (it lifts the `not-ready` taint a kubelet registers with).
+const CONTROLLERS: &str = "job-controller,deployment-controller,replicaset-controller,garbage-collector-controller,serviceaccount-token-controller,serviceaccount-controller,namespace-controller,ttl-after-finished-controller,endpoints-controller,endpointslice-controller,root-ca-certificate-publisher-controller,disruption-controller,pod-garbage-collector-controller,node-lifecycle-controller";
 
 pub struct ControlPlane {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub admin_token: String,
+    /// Bearer tokens of the node's kubelet, kube-proxy and kube-scheduler.
+    pub node_tokens: [String; 3],
     pub processes: Vec<Managed>,
+}
+
+/// How the control plane is started.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// The ImagePolicyWebhook admission configuration, if any.
+    pub admission_config: Option<&'a Path>,
+    /// With a node: the API server listens on the node's bridge address (so Pods reach it as
+    /// `kubernetes.default`), publishes that address as the `kubernetes` endpoint and calls the
+    /// kubelet with a client certificate.
+    pub node: bool,
 }
 
 fn random_token() -> String {
@@ -48,8 +63,14 @@ pub fn start(
     bin: &Path,
     dir: &Path,
     ca: &Ca,
-    admission_config: Option<&Path>,
+    options: Options<'_>,
 ) -> anyhow::Result<ControlPlane> {
+    let admission_config = options.admission_config;
+    let address = if options.node {
+        crate::node::NODE_IP
+    } else {
+        std::net::Ipv4Addr::LOCALHOST
+    };
     let mut processes = Vec::new();
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki)?;
@@ -58,7 +79,13 @@ pub fn start(
     let serving = ca.serving_cert(
         &pki,
         "apiserver",
-        &["kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+        &[
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            &crate::node::NODE_IP.to_string(),
+            &crate::node::network::KUBERNETES_SERVICE_IP.to_string(),
+        ],
     )?;
     let (sa_key, sa_pub) = service_account_key(&pki)?;
 
@@ -87,20 +114,28 @@ pub fn start(
     // kube-apiserver
     let admin_token = random_token();
     let kcm_token = random_token();
+    let node_tokens = [random_token(), random_token(), random_token()];
     let tokens = pki.join("tokens.csv");
     std::fs::write(
         &tokens,
         format!(
-            "{admin_token},admin,admin,\"system:masters\"\n{kcm_token},system:kube-controller-manager,kcm,\"system:masters\"\n"
+            "{admin_token},admin,admin,\"system:masters\"\n{kcm_token},system:kube-controller-manager,kcm,\"system:masters\"\n\
+             {},system:node:{node},kubelet,\"system:masters,system:nodes\"\n\
+             {},system:kube-proxy,kube-proxy,\"system:masters\"\n\
+             {},system:kube-scheduler,kube-scheduler,\"system:masters\"\n",
+            node_tokens[0],
+            node_tokens[1],
+            node_tokens[2],
+            node = crate::node::NODE_NAME,
         ),
     )?;
     let port = free_port()?;
-    let url = format!("https://127.0.0.1:{port}");
+    let url = format!("https://{address}:{port}");
     let mut apiserver = Command::new(bin.join("kube-apiserver"));
     apiserver.args([
         &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-        "--bind-address=127.0.0.1",
-        "--advertise-address=127.0.0.1",
+        &format!("--bind-address={address}"),
+        &format!("--advertise-address={address}"),
         &format!("--secure-port={port}"),
         &format!("--tls-cert-file={}", serving.cert.display()),
         &format!("--tls-private-key-file={}", serving.key.display()),
@@ -111,8 +146,6 @@ pub fn start(
         &format!("--service-account-signing-key-file={}", sa_key.display()),
         "--service-account-issuer=https://kubernetes.default.svc",
         "--service-cluster-ip-range=10.0.0.0/24",
-        // No kubernetes Service endpoints: 127.0.0.1 is not a valid endpoint address.
-        "--endpoint-reconciler-type=none",
         &format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
         &format!("--cert-dir={}", pki.display()),
         "--allow-privileged=true",
@@ -120,6 +153,23 @@ pub fn start(
         "--profiling=false",
         "--v=1",
     ]);
+    if options.node {
+        let client = ca.client_cert(
+            &pki,
+            "apiserver-kubelet-client",
+            "kube-apiserver",
+            "system:masters",
+        )?;
+        apiserver.args([
+            &format!("--kubelet-client-certificate={}", client.cert.display()),
+            &format!("--kubelet-client-key={}", client.key.display()),
+            &format!("--kubelet-certificate-authority={}", ca_file.display()),
+            "--kubelet-preferred-address-types=InternalIP",
+        ]);
+    } else {
+        // No kubernetes Service endpoints: 127.0.0.1 is not a valid endpoint address.
+        apiserver.arg("--endpoint-reconciler-type=none");
+    }
     if let Some(config) = admission_config {
         apiserver.arg(format!(
             "--admission-control-config-file={}",
@@ -130,7 +180,7 @@ pub fn start(
         ));
     }
     let mut apiserver = Managed::spawn("kube-apiserver", apiserver, dir)?;
-    apiserver.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60))?;
+    apiserver.wait_for_port((address, port).into(), Duration::from_secs(60))?;
     processes.push(apiserver);
 
     let kubeconfig = dir.join("kubeconfig");
@@ -164,6 +214,7 @@ pub fn start(
         url,
         kubeconfig,
         admin_token,
+        node_tokens,
         processes,
     })
 }

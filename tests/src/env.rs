@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 
 use crate::controlplane;
 use crate::moto::Moto;
-use crate::node_agent::{self, NodeAgentHandle};
+use crate::node::network::{Network, NodeLock};
+use crate::node::{Mirror, NODE_IP, Node, NodeSpec};
 use crate::pki::Ca;
 use crate::process::Managed;
 use crate::registry::Registry;
@@ -18,7 +19,7 @@ use crate::tools;
 #[derive(Default, Clone)]
 pub struct Builder {
     control_plane: bool,
-    node_agent: bool,
+    node: bool,
     registries: bool,
     source_credentials: Option<(String, String)>,
     moto: bool,
@@ -42,8 +43,18 @@ pub struct TestEnv {
     /// The ECR data plane stand-in: htpasswd user `AWS` with moto's token password.
     pub target: Option<Registry>,
     pub moto: Option<Moto>,
-    node_agent: Option<NodeAgentHandle>,
+    /// With the node: the registry of the node's own images (the sandbox image as
+    /// `registry.k8s.io/pause`, privateer's image as `<host>/privateer`).
+    pub images: Option<Registry>,
+    /// With the node: privateer's image as Pods name it (`<images host>/privateer:<tag>`).
+    pub privateer_image: Option<String>,
+    node: Option<Node>,
+    /// With the node: its instance metadata service (the node role's AWS credentials).
+    imds: Option<crate::imds::Imds>,
     processes: Vec<Managed>,
+    /// Declared last: dropped after everything above, so the bridge outlives its users.
+    network: Option<Network>,
+    lock: Option<NodeLock>,
     keep: bool,
 }
 
@@ -54,13 +65,27 @@ impl TestEnv {
         Builder::default()
     }
 
-    /// Everything: control plane, node agent, registries, moto.
+    /// Everything: control plane, the node, registries, moto.
     pub fn full() -> Builder {
         Builder::default()
             .control_plane()
-            .node_agent()
+            .node()
             .registries()
             .moto()
+    }
+
+    /// The ECR target's registry host as image references name it.
+    pub fn target_registry_host() -> String {
+        format!(
+            "{}.dkr.ecr.{}.amazonaws.com",
+            crate::moto::ACCOUNT,
+            crate::moto::REGION
+        )
+    }
+
+    /// The node (when started), for its containerd CLI and its PIDs.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
     }
 
     pub fn client(&self) -> kube::Client {
@@ -79,6 +104,8 @@ impl TestEnv {
                 .map(|r| r.process.pid()),
         );
         pids.extend(self.moto.iter().map(|m| m.process.pid()));
+        pids.extend(self.images.iter().map(|r| r.process.pid()));
+        pids.extend(self.node.iter().flat_map(Node::pids));
         pids
     }
 
@@ -135,7 +162,8 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        self.node_agent.take();
+        // The node first (its containers, shims and mounts), while the API server still runs.
+        self.node.take();
         // Reverse start order: controller manager, API server, then etcd.
         while let Some(mut process) = self.processes.pop() {
             process.stop();
@@ -143,6 +171,10 @@ impl Drop for TestEnv {
         self.source.take();
         self.target.take();
         self.moto.take();
+        self.images.take();
+        self.imds.take();
+        self.network.take();
+        self.lock.take();
         if self.keep || std::thread::panicking() {
             eprintln!(
                 "test environment kept for inspection: {}",
@@ -159,10 +191,13 @@ impl Builder {
         self.control_plane = true;
         self
     }
-    /// The kubelet stand-in (needs the control plane).
-    pub fn node_agent(mut self) -> Self {
+    /// The node: containerd, kubelet, kube-proxy, kube-scheduler (needs the control plane and
+    /// the registries, which then listen on the node's bridge address for Pods to reach).
+    pub fn node(mut self) -> Self {
         self.control_plane = true;
-        self.node_agent = true;
+        self.node = true;
+        self.registries = true;
+        self.moto = true;
         self
     }
     /// The "public" source registry and the ECR data-plane registry (which needs moto).
@@ -205,8 +240,21 @@ impl Builder {
                 .map(|b| bin.join(b)),
             );
         }
-        if self.node_agent {
-            needed.push(tools::privateer_binary());
+        if self.node {
+            let bin = tools::controlplane_bin_dir();
+            needed.extend(["kubelet", "kube-proxy", "kube-scheduler"].map(|b| bin.join(b)));
+            needed.extend(
+                [
+                    "/usr/bin/containerd",
+                    "/usr/sbin/runc",
+                    "/usr/lib/cni/bridge",
+                    "/usr/sbin/iptables",
+                ]
+                .map(PathBuf::from),
+            );
+            needed.push(PathBuf::from(crate::rootfs::BUSYBOX));
+            needed.push(tools::pause_program());
+            needed.push(crate::product_image::layout_dir().join("index.json"));
         }
         if self.registries {
             needed.push(tools::docker_registry());
@@ -255,34 +303,70 @@ impl Builder {
             source: None,
             target: None,
             moto: None,
-            node_agent: None,
+            images: None,
+            privateer_image: None,
+            node: None,
+            imds: None,
             processes: Vec::new(),
+            network: None,
+            lock: None,
             keep: false,
         };
+        // A failed start keeps the directory (the logs say why).
+        match self.start_parts(&mut env).await {
+            Ok(()) => Ok(env),
+            Err(error) => {
+                env.keep = true;
+                Err(error)
+            }
+        }
+    }
+
+    async fn start_parts(self, env: &mut TestEnv) -> anyhow::Result<()> {
+        let dir = env.dir.clone();
+        // Servers Pods reach listen on the node's address; without a node, on loopback.
+        let address = if self.node {
+            env.lock = Some(NodeLock::acquire()?);
+            crate::node::teardown::sweep_stale();
+            env.network = Some(Network::create()?);
+            NODE_IP
+        } else {
+            std::net::Ipv4Addr::LOCALHOST
+        };
+        let mut node_tokens: [String; 3] = Default::default();
         // Every process started so far is owned by `env`: an error below drops it, stopping them.
         if self.moto {
-            env.moto = Some(Moto::start(&dir)?);
+            env.moto = Some(Moto::start_at(&dir, address)?);
         }
         if self.registries {
             let creds = self
                 .source_credentials
                 .as_ref()
                 .map(|(u, p)| (u.as_str(), p.as_str()));
-            env.source = Some(Registry::start("source", &dir, creds)?);
+            env.source = Some(Registry::start_at("source", &dir, creds, address)?);
             let moto = env
                 .moto
                 .as_ref()
                 .context("the target registry needs moto")?;
             let (user, password) = moto.registry_credentials().await?;
-            env.target = Some(Registry::start("target", &dir, Some((&user, &password)))?);
+            env.target = Some(Registry::start_at(
+                "target",
+                &dir,
+                Some((&user, &password)),
+                address,
+            )?);
         }
         if self.control_plane {
             let plane = controlplane::start(
                 &env.bin_dir,
                 &dir,
                 &env.ca,
-                self.image_policy_config.as_deref(),
+                controlplane::Options {
+                    admission_config: self.image_policy_config.as_deref(),
+                    node: self.node,
+                },
             )?;
+            node_tokens = plane.node_tokens.clone();
             env.processes = plane.processes;
             env.kubeconfig = Some(plane.kubeconfig.clone());
             env.api_url = Some(plane.url);
@@ -290,27 +374,115 @@ impl Builder {
             wait_ready(&client, &mut env.processes).await?;
             env.client = Some(client);
         }
-        if self.node_agent {
-            env.node_agent = Some(
-                node_agent::start(
-                    env.client(),
-                    "privateer-node",
-                    &tools::privateer_binary(),
-                    &dir.join("node"),
-                    // What IRSA gives a copy pod on EKS: AWS credentials (moto takes any).
-                    vec![
-                        ("AWS_ACCESS_KEY_ID".into(), crate::moto::ACCESS_KEY.into()),
-                        (
-                            "AWS_SECRET_ACCESS_KEY".into(),
-                            crate::moto::SECRET_KEY.into(),
-                        ),
-                        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-                    ],
-                )
-                .await?,
-            );
+        if self.node {
+            env.start_node(&node_tokens).await?;
         }
-        Ok(env)
+        Ok(())
+    }
+}
+
+impl TestEnv {
+    /// The images registry (sandbox and privateer images pushed), then the node, wired to pull
+    /// `docker.io` from the source registry, the ECR host from the target (with the node's own
+    /// credentials, as an EKS node's) and `registry.k8s.io` from the images registry.
+    async fn start_node(&mut self, tokens: &[String; 3]) -> anyhow::Result<()> {
+        self.imds = Some(crate::imds::Imds::start(crate::node::network::BRIDGE)?);
+        let images = Registry::start_at("images", &self.dir, None, NODE_IP)?;
+        let pusher = crate::images::Pusher::new(crate::registry::oci_client(), images.auth());
+        let pause = crate::product_image::pause(&tools::pause_program())?;
+        pusher
+            .push_image(&images.host, "pause", "3.10", &pause)
+            .await?;
+        let (privateer, tag) =
+            crate::product_image::read_layout(&crate::product_image::layout_dir())?;
+        pusher
+            .push_image(&images.host, "privateer", &tag, &privateer)
+            .await?;
+        self.privateer_image = Some(format!("{}/privateer:{tag}", images.host));
+        let source = self
+            .source
+            .as_ref()
+            .context("the node needs the source registry")?;
+        let target = self
+            .target
+            .as_ref()
+            .context("the node needs the target registry")?;
+        let mirror = |host: &str, registry: &Registry, node_credentials: bool| Mirror {
+            host: host.to_owned(),
+            endpoint: registry.host.clone(),
+            credentials: node_credentials
+                .then(|| registry.credentials.clone())
+                .flatten(),
+        };
+        let mirrors = vec![
+            mirror("docker.io", source, false),
+            mirror(&source.host, source, false),
+            mirror(&Self::target_registry_host(), target, true),
+            mirror(&target.host, target, false),
+            mirror("registry.k8s.io", &images, false),
+            mirror(&images.host, &images, false),
+        ];
+        self.images = Some(images);
+        let api_url = self
+            .api_url
+            .clone()
+            .context("the node needs the control plane")?;
+        let node = Node::start(
+            NodeSpec {
+                bin: &self.bin_dir,
+                dir: &self.dir,
+                ca: &self.ca,
+                api_url: &api_url,
+                tokens: [&tokens[0], &tokens[1], &tokens[2]],
+                mirrors,
+            },
+            &self.client(),
+        )
+        .await?;
+        self.node = Some(node);
+        Ok(())
+    }
+}
+
+impl TestEnv {
+    /// Pushes a runnable busybox image (named `repository:tag` inside, default command `cmd`)
+    /// to the source registry as `docker.io/<repository>:<tag>`; returns its digest.
+    pub async fn push_runnable(
+        &self,
+        repository: &str,
+        tag: &str,
+        cmd: &[&str],
+    ) -> anyhow::Result<String> {
+        use crate::images::{Format, Image, Pusher};
+        let source = self.source.as_ref().context("no source registry")?;
+        let image = Image::busybox(
+            Format::Oci,
+            "linux/amd64",
+            &format!("{repository}:{tag}"),
+            cmd,
+        )?;
+        Pusher::new(crate::registry::oci_client(), source.auth())
+            .push_image(&source.host, repository, tag, &image)
+            .await
+    }
+}
+
+/// Until Pod `name` reaches `phase` (60 s); the error carries its last status.
+pub async fn wait_pod_phase(
+    pods: &kube::Api<k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+    phase: &str,
+) -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pod = pods.get(name).await?;
+        if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase) {
+            return Ok(pod);
+        }
+        if Instant::now() > deadline {
+            bail!("pod {name} not {phase} in 60 s: {:?}", pod.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -191,6 +191,53 @@ impl Image {
     }
 }
 
+impl Image {
+    /// An image that runs: real tar+gzip `layers` (their diff_ids in the config) and the
+    /// runtime `config` (`Entrypoint`, `Cmd`, `User`, `Env`, `WorkingDir`).
+    pub fn runnable(
+        format: Format,
+        platform: &str,
+        layers: &[crate::rootfs::Layer],
+        config: serde_json::Value,
+    ) -> anyhow::Result<Self> {
+        let platform = Platform::parse(platform).map_err(anyhow::Error::msg)?;
+        let mut document = platform_json(&platform);
+        document["rootfs"] = json!({"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()});
+        document["config"] = config;
+        let config = Blob::new(serde_json::to_vec(&document)?);
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": format.manifest_type(),
+            "config": {"mediaType": format.config_type(), "digest": config.digest, "size": config.data.len()},
+            "layers": layers.iter().map(|l| json!({"mediaType": format.layer_type(), "digest": l.blob.digest, "size": l.blob.data.len()})).collect::<Vec<_>>(),
+        });
+        Ok(Self {
+            format,
+            platform,
+            manifest: Blob::new(serde_json::to_vec_pretty(&manifest)?),
+            config,
+            layers: layers.iter().map(|l| l.blob.clone()).collect(),
+        })
+    }
+
+    /// A runnable busybox image named `name`: `sh`, `sleep`, `httpd` and an `/www/index.html`
+    /// that names it; `cmd` is its default command.
+    pub fn busybox(
+        format: Format,
+        platform: &str,
+        name: &str,
+        cmd: &[&str],
+    ) -> anyhow::Result<Self> {
+        let layers = [crate::rootfs::busybox()?, crate::rootfs::identity(name)?];
+        Self::runnable(
+            format,
+            platform,
+            &layers,
+            json!({"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"}),
+        )
+    }
+}
+
 /// A multi-platform index (OCI) or manifest list (Docker).
 #[derive(Clone, Debug)]
 pub struct Index {

@@ -23,20 +23,25 @@ pub fn credentials() -> aws_sdk_ecr::config::Credentials {
 }
 
 pub struct Moto {
-    /// `http://127.0.0.1:<port>`
+    /// `http://<address>:<port>`
     pub endpoint: String,
     pub process: Managed,
 }
 
 impl Moto {
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_at(dir, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// moto listening on `address` (the node's bridge address, where Pods reach it).
+    pub fn start_at(dir: &Path, address: std::net::Ipv4Addr) -> anyhow::Result<Self> {
         let port = free_port()?;
         let mut command = Command::new(tools::moto_server());
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        command.args(["-H", &address.to_string(), "-p", &port.to_string()]);
         let mut process = Managed::spawn("moto", command, dir)?;
-        process.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60))?;
+        process.wait_for_port((address, port).into(), Duration::from_secs(60))?;
         Ok(Self {
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{address}:{port}"),
             process,
         })
     }

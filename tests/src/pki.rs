@@ -76,3 +76,30 @@ pub fn service_account_key(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::write(&public, key.public_key_pem())?;
     Ok((private, public))
 }
+
+impl Ca {
+    /// A client certificate (`CN=user`, `O=group`) at `<dir>/<name>.crt` and `.key`.
+    pub fn client_cert(
+        &self,
+        dir: &Path,
+        name: &str,
+        user: &str,
+        group: &str,
+    ) -> anyhow::Result<ServingCert> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, group);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let out = ServingCert {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&out.cert, cert.pem()).context("write certificate")?;
+        std::fs::write(&out.key, key.serialize_pem()).context("write key")?;
+        Ok(out)
+    }
+}

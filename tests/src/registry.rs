@@ -1,6 +1,7 @@
 //! Debian's `docker-registry` (distribution 2.8) on a free loopback port, optionally behind
 //! htpasswd basic auth.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use crate::tools;
 
 /// One running registry.
 pub struct Registry {
-    /// `127.0.0.1:<port>`: what image references name.
+    /// `<address>:<port>`: what image references name.
     pub host: String,
     /// `(user, password)` when htpasswd auth is on.
     pub credentials: Option<(String, String)>,
@@ -20,11 +21,22 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts a registry storing under `dir/<name>`; `credentials` switches on htpasswd auth.
+    /// Starts a registry on loopback storing under `dir/<name>`; `credentials` switches on
+    /// htpasswd auth.
     pub fn start(
         name: &str,
         dir: &Path,
         credentials: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
+        Self::start_at(name, dir, credentials, Ipv4Addr::LOCALHOST)
+    }
+
+    /// The same, listening on `address` (the node's bridge address, where Pods reach it).
+    pub fn start_at(
+        name: &str,
+        dir: &Path,
+        credentials: Option<(&str, &str)>,
+        address: Ipv4Addr,
     ) -> anyhow::Result<Self> {
         let root = dir.join(name);
         std::fs::create_dir_all(root.join("data"))?;
@@ -46,13 +58,13 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: privateer-test-{name}\n{auth}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {address}:{port}\n  secret: privateer-test-{name}\n{auth}",
                 root.join("data").display()
             ),
         )?;
-        let process = serve(&config, dir, name, port)?;
+        let process = serve(&config, dir, name, (address, port).into())?;
         Ok(Self {
-            host: format!("127.0.0.1:{port}"),
+            host: format!("{address}:{port}"),
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
             process,
             config,
@@ -63,17 +75,13 @@ impl Registry {
     /// Stop and start again on the same port with the same storage: an outage that heals.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop();
-        let port = self
-            .host
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .unwrap_or_default();
+        let addr: SocketAddr = self.host.parse()?;
         let name = self
             .process
             .name()
             .trim_start_matches("registry-")
             .to_owned();
-        self.process = serve(&self.config, &self.log_dir, &name, port)?;
+        self.process = serve(&self.config, &self.log_dir, &name, addr)?;
         Ok(())
     }
 
@@ -88,11 +96,11 @@ impl Registry {
     }
 }
 
-fn serve(config: &Path, log_dir: &Path, name: &str, port: u16) -> anyhow::Result<Managed> {
+fn serve(config: &Path, log_dir: &Path, name: &str, addr: SocketAddr) -> anyhow::Result<Managed> {
     let mut command = Command::new(tools::docker_registry());
     command.arg("serve").arg(config);
     let mut process = Managed::spawn(&format!("registry-{name}"), command, log_dir)?;
-    process.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20))?;
+    process.wait_for_port(addr, Duration::from_secs(20))?;
     Ok(process)
 }
 

@@ -86,3 +86,16 @@ pub fn require(paths: &[PathBuf]) -> anyhow::Result<()> {
 pub fn environment_required() -> bool {
     std::env::var_os("PRIVATEER_REQUIRE_TESTENV").is_some_and(|v| !v.is_empty() && v != "0")
 }
+
+/// The workspace's root directory (where `target/` and the `Dockerfile` are).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The static sandbox program `tests/setup.sh` builds (`tests/node/pause.rs`).
+pub fn pause_program() -> PathBuf {
+    cache_dir().join("bin/pause")
+}

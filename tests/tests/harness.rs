@@ -1,6 +1,7 @@
 //! Tests that prove the local environment is real: the API server serves the CRD, the real Job
-//! controller and garbage collector act, the node agent runs pods, the registries speak the
-//! distribution protocol and moto's ECR tokens open the target registry.
+//! controller and garbage collector act, the real node (kubelet, containerd, kube-proxy,
+//! kube-scheduler) runs Pods from the local registries and leaves nothing behind, the
+//! registries speak the distribution protocol and moto's ECR tokens open the target registry.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -10,8 +11,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use privateer_e2e::TestEnv;
+use privateer_e2e::env::wait_pod_phase;
 use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
-use privateer_e2e::process::pid_alive;
 use privateer_e2e::registry::oci_client;
 use serde_json::json;
 
@@ -81,14 +82,13 @@ async fn api_server_accepts_the_crd_and_kubectl_prints_the_columns() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.source is immutable"));
 }
 
-fn job(name: &str, args: &[&str]) -> Job {
+fn job(name: &str, image: &str, args: &[&str]) -> Job {
     serde_json::from_value(json!({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": name},
         "spec": {"backoffLimit": 0, "template": {"spec": {
             "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "privateer:test",
-                "command": ["privateer"], "args": args,
+            "containers": [{"name": "main", "image": image, "args": args,
                 "terminationMessagePolicy": "FallbackToLogsOnError"}]}}}
     }))
     .unwrap()
@@ -128,21 +128,22 @@ async fn job_container_exit(pods: &Api<Pod>, name: &str) -> ContainerStateTermin
 }
 
 #[tokio::test]
-async fn jobs_run_through_the_node_agent_to_complete_or_failed() {
-    let env = env_or_skip!(TestEnv::builder().node_agent(), "jobs");
+async fn jobs_run_privateers_image_on_the_node_to_complete_or_failed() {
+    let env = env_or_skip!(TestEnv::builder().node(), "jobs");
+    let image = env.privateer_image.clone().unwrap();
     let jobs: Api<Job> = Api::namespaced(env.client(), "default");
     let pods: Api<Pod> = Api::namespaced(env.client(), "default");
-
     for (name, reference, outcome) in [("ok", "nginx", "Complete"), ("fails", "NGINX", "Failed")] {
         jobs.create(
             &PostParams::default(),
-            &job(name, &["image", "normalize", reference]),
+            &job(name, &image, &["image", "normalize", reference]),
         )
         .await
         .unwrap();
         wait_job(&jobs, name, outcome).await;
     }
     assert_eq!(job_container_exit(&pods, "ok").await.exit_code, 0);
+    // The kubelet's termination message: the logs, since the program failed.
     let terminated = job_container_exit(&pods, "fails").await;
     assert_eq!(terminated.exit_code, 2);
     assert!(
@@ -151,33 +152,49 @@ async fn jobs_run_through_the_node_agent_to_complete_or_failed() {
             .unwrap_or_default()
             .contains("must be lowercase")
     );
+}
 
-    // A pod that runs anything but privateer fails visibly.
-    let other: Pod = serde_json::from_value(
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nginx"},
-        "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}}),
+/// A busybox Pod from the "public" registry serves HTTP; another Pod reaches it through a
+/// ClusterIP Service (kube-proxy) and `kubernetes.default` answers from inside a Pod.
+#[tokio::test]
+async fn pods_pull_from_the_registries_and_reach_each_other_through_services() {
+    use k8s_openapi::api::core::v1::Service;
+    let env = env_or_skip!(TestEnv::builder().node(), "pods");
+    env.push_runnable("library/busybox", "1.36", &["sh"])
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client(), "default");
+    let server: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "busybox:1.36",
+            "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}]}}),
     )
     .unwrap();
-    pods.create(&PostParams::default(), &other).await.unwrap();
-    let refused = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let pod = pods.get("nginx").await.unwrap();
-            let status = pod.status.unwrap_or_default();
-            if status.phase.as_deref() == Some("Failed") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
+    pods.create(&PostParams::default(), &server).await.unwrap();
+    let services: Api<Service> = Api::namespaced(env.client(), "default");
+    let service: Service = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}))
     .unwrap();
-    assert_eq!(refused.reason.as_deref(), Some("UnsupportedByNodeAgent"));
-    assert!(
-        refused
-            .message
-            .unwrap()
-            .contains("runs only the privateer binary")
+    let service = services
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let cluster_ip = service.spec.unwrap().cluster_ip.unwrap();
+    wait_pod_phase(&pods, "web", "Running").await.unwrap();
+
+    // wget through the ClusterIP; the API server through kubernetes.default's ClusterIP.
+    let script = format!(
+        "wget -q -O - http://{cluster_ip}/ && nc -w 5 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo api-reachable"
     );
+    let client: Pod = serde_json::from_value(json!({"metadata": {"name": "client"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "client", "image": "busybox:1.36",
+            "command": ["sh", "-c", script]}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &client).await.unwrap();
+    wait_pod_phase(&pods, "client", "Succeeded").await.unwrap();
+    let logs = pods.logs("client", &Default::default()).await.unwrap();
+    assert!(logs.contains("served by library/busybox:1.36"), "{logs}");
+    assert!(logs.contains("api-reachable"), "{logs}");
 }
 
 #[tokio::test]
@@ -326,17 +343,4 @@ async fn moto_serves_ecr_and_its_token_opens_the_target_registry() {
             .await
             .is_err()
     );
-}
-
-#[tokio::test]
-async fn everything_stops_when_the_environment_is_dropped() {
-    let env = env_or_skip!(TestEnv::full(), "cleanup");
-    let pids = env.pids();
-    assert!(pids.len() >= 6, "{pids:?}");
-    assert!(pids.iter().all(|pid| pid_alive(*pid)));
-    let dir = env.dir.clone();
-    drop(env);
-    let left: Vec<u32> = pids.into_iter().filter(|pid| pid_alive(*pid)).collect();
-    assert!(left.is_empty(), "processes left behind: {left:?}");
-    assert!(!dir.exists(), "environment directory left behind");
 }

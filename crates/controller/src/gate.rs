@@ -83,9 +83,10 @@ pub fn decide(
                 return restore(format!("ImageMirror {name} failed: {why}"));
             }
             Some(mirror) if mirror.phase() == Phase::Ready => {
+                // Pinned to the digest the controller verified in the target, so the node
+                // pulls exactly that (a tag moved in the target meanwhile changes nothing).
                 if let Some(target) = mirror.status.as_ref().and_then(|s| s.target_image.clone())
-                    && image_of(pod, container)
-                        .is_some_and(|current| !same_repository(current, &target))
+                    && image_of(pod, container).is_some_and(|current| current != target)
                 {
                     release.insert(container.clone(), target);
                 }
@@ -110,14 +111,6 @@ fn image_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a str> {
         .into_iter()
         .find(|s| s.name == container && s.list != privateer_api::pod::List::EphemeralContainers)
         .map(|s| s.image)
-}
-
-/// Same repository, whatever the tag or digest: the Pod already points at the mirror.
-fn same_repository(a: &str, b: &str) -> bool {
-    match (Reference::parse(a), Reference::parse(b)) {
-        (Ok(a), Ok(b)) => a.name() == b.name(),
-        _ => a == b,
-    }
 }
 
 /// The strategic merge patch carrying out `images` and removing privateer's gate and label.
@@ -204,10 +197,14 @@ mod tests {
             mirror("nginx:1.27", Phase::Ready, NGINX),
             mirror("busybox:1.36", Phase::Ready, BUSYBOX),
         );
-        // The Pod already names the mirrors' repositories: nothing to change but the gate.
-        assert_eq!(
-            decide(&pod, &ready, Timestamp::now(), timeout),
-            GateAction::Release(BTreeMap::new())
+        // The Pod names the mirrors by tag: released pinned to the digests the mirrors hold.
+        let GateAction::Release(pinned) = decide(&pod, &ready, Timestamp::now(), timeout) else {
+            panic!("release")
+        };
+        assert_eq!(pinned.get("app").map(String::as_str), Some(NGINX));
+        assert!(
+            pinned.values().all(|image| image.contains("@sha256:")),
+            "{pinned:?}"
         );
         // A mirror with a spec.target override elsewhere: the Pod is pointed there first.
         let moved = mirrors(

@@ -92,12 +92,8 @@ pub fn run(args: CopyArgs) -> anyhow::Result<String> {
     Ok(format!("{}\n", report.target))
 }
 
-/// Kubernetes mounts the termination message file in every container;
-/// `PRIVATEER_TERMINATION_MESSAGE_PATH` names another (the test node agent's stand-in).
+/// The kubelet mounts the termination message file in every container.
 fn default_termination_log() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PRIVATEER_TERMINATION_MESSAGE_PATH") {
-        return Some(path.into());
-    }
     let path = PathBuf::from("/dev/termination-log");
     (std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() && path.exists()).then_some(path)
 }

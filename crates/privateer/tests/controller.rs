@@ -213,13 +213,17 @@ async fn gated_pods_are_released_or_restored(env: &TestEnv, controller: &Managed
     let ecr = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mirror/docker.io/library");
     let pp = PostParams::default();
 
-    // nginx:1.27 is mirrored: the gate goes, the image stays the mirror.
+    // nginx:1.27 is mirrored: the gate goes, the image is the mirror pinned by digest.
     let rewritten = format!("{ecr}/nginx:1.27");
     pods.create(&pp, &gated_pod("ready", "nginx:1.27", &rewritten))
         .await
         .unwrap();
     let pod = wait_for_pod(&pods, "ready", "release", ungated).await;
-    assert_eq!(image(&pod), rewritten);
+    assert!(
+        image(&pod).starts_with(&format!("{rewritten}@sha256:")),
+        "{}",
+        image(&pod)
+    );
     assert!(!pod.labels().contains_key(names::LABEL_GATED));
 
     // A mirror that failed: the original image comes back, with an Event saying why.

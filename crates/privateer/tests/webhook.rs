@@ -187,6 +187,10 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
     assert!(!released.labels().contains_key(names::LABEL_GATED));
     let image = released.spec.unwrap().containers[0].image.clone().unwrap();
     assert!(image.starts_with(&format!("{target}/nginx")), "{image}");
+    assert!(
+        image.contains("@sha256:"),
+        "released pinned by digest: {image}"
+    );
 
     // A second Pod of the same image is rewritten to the Ready mirror, pinned, and not gated.
     let second = pods.create(&pp, &pod("web-2", "nginx:1.27")).await.unwrap();

@@ -14,7 +14,9 @@ use privateer_api::Config;
 use privateer_e2e::process::{free_port, pid_alive};
 use privateer_e2e::{TestEnv, moto};
 
-const USAGE: &str = "usage: privateer-dev up|down|status|seed [DIR] (default DIR: target/dev)";
+const USAGE: &str = "usage: privateer-dev up|down|status|seed [DIR] (default DIR: target/dev)
+       privateer-dev image BINARY          (privateer's image as an OCI layout in target/image)
+       privateer-dev image-push REF [ARGS] (that image copied to REF by `privateer copy ARGS`)";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,6 +27,8 @@ async fn main() -> anyhow::Result<()> {
         Some("down") => down(&dir),
         Some("status") => status(&dir),
         Some("seed") => seed().await,
+        Some("image") => image(Path::new(args.get(1).context(USAGE)?)),
+        Some("image-push") => image_push(args.get(1).context(USAGE)?, &args[2..]).await,
         _ => bail!(USAGE),
     }
 }
@@ -65,8 +69,23 @@ async fn up(dir: &Path) -> anyhow::Result<()> {
     if !problems.is_empty() {
         bail!("the dev configuration is invalid: {problems:?}");
     }
+    let privateer_image = env.privateer_image.clone().context("privateer's image")?;
+    config.copy.job.image = privateer_image.clone();
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, serde_yaml::to_string(&config)?)?;
+    // Helm values for privateer in the cluster (`just demo`): the image from the environment's
+    // images registry, the chart's defaults otherwise.
+    let (repository, tag) = privateer_image
+        .rsplit_once(':')
+        .context("the image has a tag")?;
+    let values = serde_json::json!({
+        "image": {"repository": repository, "tag": tag},
+        "config": {
+            "target": serde_json::to_value(&config.target)?,
+            "sources": {"endpoints": serde_json::to_value(&config.sources.endpoints)?},
+        },
+    });
+    std::fs::write(dir.join("values.yaml"), serde_yaml::to_string(&values)?)?;
 
     let kubeconfig = env.kubeconfig.clone().context("kubeconfig")?;
     let pids: Vec<String> = env.pids().iter().map(u32::to_string).collect();
@@ -82,6 +101,11 @@ async fn up(dir: &Path) -> anyhow::Result<()> {
         ("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY.into()),
         ("AWS_REGION", moto::REGION.into()),
         ("PRIVATEER_DEV_CONFIG", config_path.display().to_string()),
+        (
+            "PRIVATEER_DEV_VALUES",
+            dir.join("values.yaml").display().to_string(),
+        ),
+        ("PRIVATEER_IMAGE", privateer_image.clone()),
         (
             "PRIVATEER_DEV_CA",
             dir.join("pki/ca.crt").display().to_string(),
@@ -117,39 +141,108 @@ async fn up(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The images the demo and `examples/` use, under their Docker Hub names.
+/// Builds privateer's image from the release binary into `target/image`.
+fn image(binary: &Path) -> anyhow::Result<()> {
+    use privateer_e2e::product_image;
+    let image = product_image::build(binary)?;
+    let tag = env!("CARGO_PKG_VERSION");
+    product_image::write_layout(&product_image::layout_dir(), &image, tag)?;
+    let size: usize = image.layers.iter().map(|l| l.data.len()).sum();
+    println!(
+        "privateer:{tag} {} ({:.1} MiB compressed) in {}",
+        image.manifest.digest,
+        size as f64 / (1 << 20) as f64,
+        product_image::layout_dir().display()
+    );
+    Ok(())
+}
+
+/// Pushes `target/image` into a registry on loopback, then `privateer copy`s it to `reference`
+/// with `copy_args` (ECR: the AWS credential chain; others: `--dest-authfile FILE`).
+async fn image_push(reference: &str, copy_args: &[String]) -> anyhow::Result<()> {
+    use privateer_e2e::{images::Pusher, product_image, registry::Registry};
+    let (image, tag) = product_image::read_layout(&product_image::layout_dir())?;
+    let dir = std::env::temp_dir().join(format!("privateer-image-push-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = async {
+        let local = Registry::start("image", &dir, None)?;
+        Pusher::new(privateer_e2e::registry::oci_client(), local.auth())
+            .push_image(&local.host, "privateer", &tag, &image)
+            .await?;
+        // The release binary beside this one's build, or PRIVATEER_BIN.
+        let privateer = std::env::var_os("PRIVATEER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                privateer_e2e::tools::workspace_dir().join("target/release/privateer")
+            });
+        let status = std::process::Command::new(&privateer)
+            .arg("copy")
+            .arg(format!("{}/privateer:{tag}", local.host))
+            .arg(reference)
+            .args(["--plain-http", &local.host])
+            .args(copy_args)
+            .status()
+            .with_context(|| format!("run {}", privateer.display()))?;
+        if !status.success() {
+            bail!("privateer copy to {reference} failed ({status})");
+        }
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// The images the demo and `examples/` use, under their Docker Hub names: each runs (a static
+/// busybox; `nginx:1.27` serves HTTP on port 80 with busybox `httpd`), and the indexes keep an
+/// amd64 child that really runs on this node.
 async fn seed() -> anyhow::Result<()> {
-    use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
+    use privateer_e2e::images::{Format, Image, Index, Pusher};
     let host = std::env::var("PRIVATEER_SOURCE_REGISTRY")
         .context("PRIVATEER_SOURCE_REGISTRY is not set: `source target/dev/env` first")?;
     let pusher = Pusher::new(
         privateer_e2e::registry::oci_client(),
         oci_client::secrets::RegistryAuth::Anonymous,
     );
-    let nginx = Index::multi_platform(Format::Oci, &["linux/amd64", "linux/arm64"], 501, 256 << 10);
+    let index =
+        |format: Format, name: &str, platforms: &[&str], cmd: &[&str]| -> anyhow::Result<Index> {
+            let images = platforms
+                .iter()
+                .map(|p| Image::busybox(format, p, &format!("{name} ({p})"), cmd))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Index::new(format, images))
+        };
+    let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
+    let nginx = index(
+        Format::Oci,
+        "nginx 1.27",
+        &["linux/amd64", "linux/arm64"],
+        &httpd,
+    )?;
     pusher
         .push_index(&host, "library/nginx", "1.27", &nginx)
         .await?;
-    let alpine = Index::multi_platform(
+    let alpine = index(
         Format::Docker,
+        "alpine 3.20",
         &["linux/amd64", "linux/arm64", "linux/s390x"],
-        511,
-        128 << 10,
-    );
+        &["sh"],
+    )?;
     pusher
         .push_index(&host, "library/alpine", "3.20", &alpine)
         .await?;
-    for (repository, tag, seed) in [
-        ("library/busybox", "1.36", 521),
-        ("library/redis", "7.2", 531),
+    for (repository, tag, cmd) in [
+        ("library/busybox", "1.36", &["sh"][..]),
+        ("library/busybox", "latest", &["sh"][..]),
+        ("library/redis", "7.2", &["sleep", "3600"][..]),
     ] {
-        let image = Image::new(Format::Oci, "linux/amd64", vec![layer(seed, 192 << 10)]);
+        let image = Image::busybox(
+            Format::Oci,
+            "linux/amd64",
+            &format!("{repository}:{tag}"),
+            cmd,
+        )?;
         pusher.push_image(&host, repository, tag, &image).await?;
-        if repository == "library/busybox" {
-            pusher
-                .push_image(&host, repository, "latest", &image)
-                .await?;
-        }
     }
     println!(
         "seeded {host} with docker.io/library/{{nginx:1.27, alpine:3.20, busybox:1.36, busybox:latest, redis:7.2}}"

@@ -23,6 +23,8 @@ pub fn config_yaml(env: &TestEnv) -> String {
     let source = &env.source.as_ref().unwrap().host;
     let target = &env.target.as_ref().unwrap().host;
     let moto = &env.moto.as_ref().unwrap().endpoint;
+    // Copy Jobs run privateer's image on the node (the environment pushed it).
+    let image = env.privateer_image.as_deref().unwrap_or("privateer:none");
     format!(
         "namespace: privateer
 target:
@@ -35,7 +37,7 @@ sources:
   endpoints:
     docker.io: {{url: \"http://{source}\"}}
 copy:
-  job: {{image: \"privateer:test\"}}
+  job: {{image: \"{image}\"}}
 controller:
   retry: {{initialBackoff: 1s, maxBackoff: 2s, maxAttempts: 3, slowRetryInterval: 30s}}
   leaderElection: {{leaseDuration: 4s}}

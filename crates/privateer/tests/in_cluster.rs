@@ -1,0 +1,358 @@
+//! privateer as a platform team installs it, on the real node: `helm install` with the image
+//! built by `just image` (pushed to the environment's images registry) and the chart's defaults
+//! otherwise — two replicas electing a leader through a Lease, the chart's self-signed TLS, the
+//! webhook called by the API server through its Service, copy Jobs from the same image as the
+//! `privateer-copy` ServiceAccount, the operator on its own ServiceAccount (no kubeconfig in the
+//! cluster), AWS credentials from the node's instance metadata. Then a Deployment of
+//! `nginx:1.27` is rewritten, held by the gate (not scheduled), mirrored by a copy Job that runs
+//! as a container, released, pulled from the target by digest and Running, and answers HTTP
+//! through its Service from another Pod.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use privateer_api::{ImageMirror, Phase};
+use privateer_e2e::TestEnv;
+use privateer_e2e::images::{Format, Image, Index, Pusher};
+use privateer_e2e::moto::{ACCOUNT, REGION};
+use privateer_e2e::registry::oci_client;
+use serde_json::json;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/privateer");
+
+/// The chart's defaults, but for where this environment's registries and ECR API are.
+fn values(env: &TestEnv) -> String {
+    let source = &env.source.as_ref().unwrap().host;
+    let target = &env.target.as_ref().unwrap().host;
+    let moto = &env.moto.as_ref().unwrap().endpoint;
+    let (repository, tag) = env
+        .privateer_image
+        .as_deref()
+        .unwrap()
+        .rsplit_once(':')
+        .unwrap();
+    format!(
+        "image: {{repository: \"{repository}\", tag: \"{tag}\"}}
+config:
+  target:
+    registry: {ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com
+    ecr: {{region: {REGION}, endpointUrl: \"{moto}\", registryEndpoint: \"http://{target}\"}}
+  sources:
+    endpoints:
+      docker.io: {{url: \"http://{source}\"}}
+"
+    )
+}
+
+fn helm(env: &TestEnv, args: &[&str]) -> String {
+    let out = env.helm().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// Polls `what` every 250 ms for up to `seconds`; the last value on timeout in the panic.
+async fn eventually<T: std::fmt::Debug>(
+    seconds: u64,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let mut last = String::new();
+    for _ in 0..seconds * 4 {
+        match check().await {
+            Ok(value) => return value,
+            Err(now) => last = now,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{what} did not happen in {seconds} s; last seen: {last}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_mirror() {
+    let Some(env) = TestEnv::full()
+        .start_or_skip("privateer in the cluster")
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let client = env.client();
+    // docker.io/library/nginx:1.27: an index whose amd64 child really runs (busybox httpd).
+    let source = env.source.as_ref().unwrap();
+    let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
+    let nginx = Index::new(
+        Format::Oci,
+        vec![
+            Image::busybox(Format::Oci, "linux/amd64", "nginx 1.27", &httpd).unwrap(),
+            Image::busybox(Format::Oci, "linux/arm64", "nginx 1.27 arm64", &httpd).unwrap(),
+        ],
+    );
+    Pusher::new(oci_client(), source.auth())
+        .push_index(&source.host, "library/nginx", "1.27", &nginx)
+        .await
+        .unwrap();
+
+    let values_file = env.dir.join("values.yaml");
+    std::fs::write(&values_file, values(&env)).unwrap();
+    let values = values_file.display().to_string();
+    let notes = helm(
+        &env,
+        &[
+            "install",
+            "privateer",
+            CHART,
+            "-n",
+            "privateer",
+            "--create-namespace",
+            "-f",
+            &values,
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+    );
+    assert!(!notes.contains("WARNING: image.repository"), "{notes}");
+
+    // Two Ready replicas from the image, one of them holding the controller's Lease.
+    let operator: Api<Pod> = Api::namespaced(client.clone(), "privateer");
+    let selector = ListParams::default()
+        .labels("app.kubernetes.io/name=privateer,app.kubernetes.io/component=run");
+    let replicas = operator.list(&selector).await.unwrap().items;
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    for pod in &replicas {
+        assert!(ready(pod), "{:?}", pod.status);
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            env.privateer_image.as_deref()
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("privateer"));
+    }
+    let names: Vec<String> = replicas
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "privateer");
+    let holder = eventually(30, "a replica leads", async || {
+        let all = leases
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        all.items
+            .iter()
+            .filter_map(|l| l.spec.as_ref()?.holder_identity.clone())
+            .find(|h| names.iter().any(|n| h.contains(n.as_str())))
+            .ok_or_else(|| format!("{:?}", all.items))
+    })
+    .await;
+    eprintln!("leader: {holder}");
+
+    // A Deployment in a watched namespace, and every state its Pod passes through.
+    let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &shop)
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let seen = tokio::spawn(
+        watcher(pods.clone(), watcher::Config::default().labels("app=web"))
+            .applied_objects()
+            .take_while(|pod| futures::future::ready(!pod.as_ref().is_ok_and(ready)))
+            .try_collect::<Vec<Pod>>(),
+    );
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}}]}}}});
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "shop");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(deployment).unwrap(),
+        )
+        .await
+        .unwrap();
+    let service: Service = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}))
+    .unwrap();
+    let service = Api::<Service>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+
+    let history = tokio::time::timeout(Duration::from_secs(180), seen)
+        .await
+        .expect("the web Pod was not Ready within 180 s")
+        .unwrap()
+        .unwrap();
+    let first = &history[0];
+    let ecr = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/");
+    let stored = first.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert!(stored.starts_with(&ecr), "stored image {stored}");
+    let gates = first
+        .spec
+        .as_ref()
+        .unwrap()
+        .scheduling_gates
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        gates.iter().any(|g| g.name == "privateer.dev/mirror"),
+        "created without the gate: {:?}",
+        first.spec
+    );
+    // While gated the scheduler left it alone.
+    for pod in &history {
+        let spec = pod.spec.as_ref().unwrap();
+        if spec
+            .scheduling_gates
+            .as_ref()
+            .is_some_and(|g| !g.is_empty())
+        {
+            assert!(spec.node_name.is_none(), "a gated Pod was scheduled");
+        }
+    }
+
+    // The mirror, the copy Job that made it (as a container, as privateer-copy) and the Pod.
+    let mirrors: Api<ImageMirror> = Api::all(client.clone());
+    let mirror = mirrors
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|m| m.spec.source.ends_with("library/nginx:1.27") || m.spec.source == "nginx:1.27")
+        .expect("an ImageMirror for nginx:1.27");
+    assert_eq!(mirror.phase(), Phase::Ready);
+    let status = mirror.status.clone().unwrap();
+    let target = status.target_image.clone().unwrap();
+    let digest = target.rsplit_once('@').unwrap().1.to_owned();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "privateer");
+    let job = jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1))
+        .expect("a copy Job that succeeded");
+    let job_name = job.metadata.name.clone().unwrap();
+    let copy_pods = operator
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+        .await
+        .unwrap()
+        .items;
+    let copy_pod = copy_pods
+        .iter()
+        .find(|p| phase(p) == "Succeeded")
+        .expect("a Completed copy Pod");
+    assert_eq!(
+        copy_pod
+            .spec
+            .as_ref()
+            .unwrap()
+            .service_account_name
+            .as_deref(),
+        Some("privateer-copy")
+    );
+    assert_eq!(
+        copy_pod.spec.as_ref().unwrap().containers[0]
+            .image
+            .as_deref(),
+        env.privateer_image.as_deref()
+    );
+
+    let web = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(ready)
+        .unwrap();
+    assert_eq!(
+        web.spec.as_ref().unwrap().node_name.as_deref(),
+        Some(privateer_e2e::node::NODE_NAME)
+    );
+    let image = web.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap();
+    assert!(
+        image.starts_with(&ecr) && image.ends_with(&digest),
+        "{image} vs {target}"
+    );
+    let container = &web
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert!(
+        container.image_id.ends_with(&digest),
+        "the runtime ran {} rather than the mirror {digest}",
+        container.image_id
+    );
+
+    // Another Pod (in a namespace privateer skips) reaches it through the Service.
+    let cluster_ip = service.spec.unwrap().cluster_ip.unwrap();
+    let probe_ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "probe",
+        "labels": {"privateer.dev/skip": "true"}}}))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &probe_ns)
+        .await
+        .unwrap();
+    let probes: Api<Pod> = Api::namespaced(client.clone(), "probe");
+    let probe: Pod = serde_json::from_value(json!({"metadata": {"name": "probe"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "probe", "image": "nginx:1.27",
+            "command": ["wget", "-q", "-O", "-", format!("http://{cluster_ip}/")]}]}}))
+    .unwrap();
+    probes.create(&PostParams::default(), &probe).await.unwrap();
+    eventually(60, "the probe Pod succeeds", async || {
+        let pod = probes.get("probe").await.map_err(|e| e.to_string())?;
+        match phase(&pod) {
+            "Succeeded" => Ok(()),
+            other => Err(format!("{other}: {:?}", pod.status)),
+        }
+    })
+    .await;
+    let answer = probes.logs("probe", &Default::default()).await.unwrap();
+    assert_eq!(answer.trim(), "served by nginx 1.27");
+
+    helm(
+        &env,
+        &["uninstall", "privateer", "-n", "privateer", "--wait"],
+    );
+}
