@@ -2,7 +2,7 @@
 //! API server accepts every object), `helm upgrade` keeping the certificate, then privateer run
 //! here against the release's own configuration and certificate, a Pod admitted through the
 //! chart's own webhook configuration, and `helm uninstall` leaving ImageMirrors in place.
-//! (The control plane has no container runtime, so the Deployment's Pods never start.)
+//! (No node here: the Deployment's Pods stay Pending; `in_cluster.rs` installs it for real.)
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::Command;
