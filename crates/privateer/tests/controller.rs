@@ -1,6 +1,7 @@
 //! The controller end to end on the real control plane: `privateer controller` as a process,
-//! copy Jobs run by the real Job controller as containers of privateer's image on the real node,
-//! htpasswd `docker-registry` as its data plane, another `docker-registry` serving docker.io.
+//! copy Jobs run by the Job controller as containers of privateer's image on the real node, moto
+//! as the ECR API and an htpasswd `docker-registry` as its data plane, another `docker-registry`
+//! serving docker.io.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
