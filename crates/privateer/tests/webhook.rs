@@ -5,21 +5,12 @@
 //! ephemeral container records its mirror, and with privateer stopped Pods are still admitted.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::time::Duration;
-
-use base64::Engine as _;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
-};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use privateer_api::{ImageMirror, names};
-use privateer_e2e::TestEnv;
 use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
 use privateer_e2e::moto::{ACCOUNT, REGION};
-use privateer_e2e::pki::Ca;
-use privateer_e2e::process::{Managed, free_port};
 use privateer_e2e::registry::oci_client;
 use privateer_image::{Reference, object_name};
 use serde_json::json;
@@ -37,88 +28,6 @@ fn pod(name: &str, image: &str) -> Pod {
 
 fn mirror_name(image: &str) -> String {
     object_name(&Reference::parse(image).unwrap())
-}
-
-/// Register privateer's webhooks as the chart does, pointing at `url` on this machine.
-async fn register(client: &kube::Client, url: &str, ca_pem: &str) {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    let skip = json!({"matchExpressions": [
-        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "privateer"]},
-        {"key": names::SKIP, "operator": "NotIn", "values": ["true"]}]});
-    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": "privateer"},
-        "webhooks": [{
-            "name": "mutate.privateer.dev",
-            "clientConfig": {"url": format!("{url}/mutate"), "caBundle": ca},
-            "rules": [
-                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]},
-                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/ephemeralcontainers"]}],
-            "failurePolicy": "Ignore", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 10,
-            "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"],
-            "namespaceSelector": skip,
-        }]
-    }))
-    .unwrap();
-    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": {"name": "privateer"},
-        "webhooks": [{
-            "name": "validate.privateer.dev",
-            "clientConfig": {"url": format!("{url}/validate"), "caBundle": ca},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 10,
-            "admissionReviewVersions": ["v1"], "namespaceSelector": skip,
-        }]
-    }))
-    .unwrap();
-    let pp = PostParams::default();
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&pp, &mutating)
-        .await
-        .unwrap();
-    Api::<ValidatingWebhookConfiguration>::all(client.clone())
-        .create(&pp, &validating)
-        .await
-        .unwrap();
-}
-
-async fn wait_ready(metrics: &str, process: &Managed) {
-    for _ in 0..150 {
-        if http_get(metrics, "/readyz").0 == "200" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!(
-        "privateer run never became ready:\n{}",
-        process.log_tail(40)
-    );
-}
-
-/// The `apps` namespace, `privateer run` with `extra` configuration serving the webhook over
-/// TLS on a free port, registered with the API server, ready.
-async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed {
-    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
-    Api::<Namespace>::all(env.client())
-        .create(&PostParams::default(), &apps)
-        .await
-        .unwrap();
-    let ca = Ca::new("privateer-webhook-ca").unwrap();
-    let cert = ca.serving_cert(&env.dir, name, &[]).unwrap();
-    let port = free_port().unwrap();
-    let tls = format!(
-        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\"}}",
-        cert.cert.display(),
-        cert.key.display()
-    );
-    let (privateer, metrics) = start_operator(env, name, "run", &format!("{tls}\n---\n{extra}"));
-    wait_ready(&metrics, &privateer).await;
-    register(
-        &env.client(),
-        &format!("https://127.0.0.1:{port}"),
-        &ca.cert_pem,
-    )
-    .await;
-    privateer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,13 +5,19 @@
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::runtime::wait::await_condition;
-use privateer_api::{ImageMirror, Phase};
+use privateer_api::{ImageMirror, Phase, names};
 use privateer_e2e::TestEnv;
 use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
+use privateer_e2e::pki::Ca;
 use privateer_e2e::process::{Managed, free_port};
+use serde_json::json;
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum Executor {
@@ -191,4 +197,86 @@ pub fn ungated(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.scheduling_gates.as_ref())
         .is_none_or(Vec::is_empty)
+}
+
+/// Register privateer's webhooks as the chart does, pointing at `url` on this machine.
+pub async fn register(client: &kube::Client, url: &str, ca_pem: &str) {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let skip = json!({"matchExpressions": [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "privateer"]},
+        {"key": names::SKIP, "operator": "NotIn", "values": ["true"]}]});
+    let mutating: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "privateer"},
+        "webhooks": [{
+            "name": "mutate.privateer.dev",
+            "clientConfig": {"url": format!("{url}/mutate"), "caBundle": ca},
+            "rules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]},
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods/ephemeralcontainers"]}],
+            "failurePolicy": "Ignore", "sideEffects": "NoneOnDryRun", "timeoutSeconds": 10,
+            "reinvocationPolicy": "IfNeeded", "admissionReviewVersions": ["v1"],
+            "namespaceSelector": skip,
+        }]
+    }))
+    .unwrap();
+    let validating: ValidatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": {"name": "privateer"},
+        "webhooks": [{
+            "name": "validate.privateer.dev",
+            "clientConfig": {"url": format!("{url}/validate"), "caBundle": ca},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 10,
+            "admissionReviewVersions": ["v1"], "namespaceSelector": skip,
+        }]
+    }))
+    .unwrap();
+    let pp = PostParams::default();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&pp, &mutating)
+        .await
+        .unwrap();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .create(&pp, &validating)
+        .await
+        .unwrap();
+}
+
+pub async fn wait_ready(metrics: &str, process: &Managed) {
+    for _ in 0..150 {
+        if http_get(metrics, "/readyz").0 == "200" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "privateer run never became ready:\n{}",
+        process.log_tail(40)
+    );
+}
+
+/// The `apps` namespace, `privateer run` with `extra` configuration serving the webhook over
+/// TLS on a free port, registered with the API server, ready.
+pub async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed {
+    let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
+    Api::<Namespace>::all(env.client())
+        .create(&PostParams::default(), &apps)
+        .await
+        .unwrap();
+    let ca = Ca::new("privateer-webhook-ca").unwrap();
+    let cert = ca.serving_cert(&env.dir, name, &[]).unwrap();
+    let port = free_port().unwrap();
+    let tls = format!(
+        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\"}}",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (privateer, metrics) = start_operator(env, name, "run", &format!("{tls}\n---\n{extra}"));
+    wait_ready(&metrics, &privateer).await;
+    register(
+        &env.client(),
+        &format!("https://127.0.0.1:{port}"),
+        &ca.cert_pem,
+    )
+    .await;
+    privateer
 }
