@@ -149,9 +149,16 @@ demo:
         -f "$PRIVATEER_DEV_VALUES" --set config.policy.denyLatest.enabled=true --wait --timeout 180s \
         | sed -n '/^NOTES/,$p' | head -n 3
     kubectl -n privateer get pods -l app.kubernetes.io/component=run -o wide
+    kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    # Ready replicas are not yet a reachable Service (kube-proxy programs it a moment later):
+    # a server-side dry run shows when the API server gets answers from the webhook.
+    for _ in $(seq 120); do
+        kubectl -n demo run trial --image=nginx:1.27 --dry-run=server -o jsonpath='{.spec.containers[0].image}' \
+            2>/dev/null | grep -q dkr.ecr && break
+        sleep 0.5
+    done
     step "kubectl apply -f examples/prewarm.yaml -f examples/deployment.yaml (nginx:1.27)"
     kubectl apply -f examples/prewarm.yaml
-    kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
     kubectl apply -f examples/deployment.yaml
     step "kubectl get imagemirrors (until every mirror is Ready)"
     for _ in $(seq 240); do

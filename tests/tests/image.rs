@@ -16,7 +16,7 @@ fn runtime_stage(instruction: &str) -> String {
     stage
         .lines()
         .filter_map(|l| l.strip_prefix(&format!("{instruction} ")))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no {instruction} in the Dockerfile's runtime stage"))
         .trim()
         .to_owned()

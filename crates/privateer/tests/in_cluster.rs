@@ -178,6 +178,33 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
         .await
         .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    // Ready replicas are not yet a reachable Service: kube-proxy programs the ClusterIP a
+    // moment later, and until then the API server's call fails (failurePolicy Ignore admits
+    // the Pod unchanged). A server-side dry run (nothing recorded) shows when it answers.
+    let ecr = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let trial: Pod = serde_json::from_value(json!({"metadata": {"name": "trial"},
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}))
+    .unwrap();
+    eventually(60, "the webhook answers through its Service", async || {
+        let pod = pods
+            .create(&dry_run, &trial)
+            .await
+            .map_err(|e| e.to_string())?;
+        let image = pod.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default();
+        if image.starts_with(&ecr) {
+            Ok(())
+        } else {
+            Err(image)
+        }
+    })
+    .await;
     let seen = tokio::spawn(
         watcher(pods.clone(), watcher::Config::default().labels("app=web"))
             .applied_objects()
@@ -213,7 +240,6 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
         .unwrap()
         .unwrap();
     let first = &history[0];
-    let ecr = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/");
     let stored = first.spec.as_ref().unwrap().containers[0]
         .image
         .clone()
