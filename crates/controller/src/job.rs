@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Resource;
 use kube::api::ObjectMeta;
-use privateer_api::config::Config;
+use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 
 use crate::plan::Plan;
@@ -74,7 +74,9 @@ pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &Job
     if let Some(endpoint) = config.sources.endpoints.get(plan.source.domain()) {
         args.extend(["--src-endpoint".to_owned(), endpoint.url.clone()]);
     }
-    if !target.ecr.registry_endpoint.is_empty() {
+    // `target.ecr` describes ECR only: a generic target is reached at its own name.
+    let ecr = target.kind == TargetKind::Ecr;
+    if ecr && !target.ecr.registry_endpoint.is_empty() {
         args.extend([
             "--dest-endpoint".to_owned(),
             target.ecr.registry_endpoint.clone(),
@@ -120,10 +122,10 @@ pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &Job
     }
     // Not secrets: where the ECR API is (a VPC endpoint, moto in tests) and its region.
     let mut env = Vec::new();
-    if !target.ecr.endpoint_url.is_empty() {
+    if ecr && !target.ecr.endpoint_url.is_empty() {
         env.push(env_var("AWS_ENDPOINT_URL_ECR", &target.ecr.endpoint_url));
     }
-    if !target.ecr.region.is_empty() {
+    if ecr && !target.ecr.region.is_empty() {
         env.push(env_var("AWS_REGION", &target.ecr.region));
     }
     let quantities = |map: &BTreeMap<String, String>| {
