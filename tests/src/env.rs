@@ -453,16 +453,9 @@ impl TestEnv {
         tag: &str,
         cmd: &[&str],
     ) -> anyhow::Result<String> {
-        use crate::images::{Format, Image, Pusher};
         let source = self.source.as_ref().context("no source registry")?;
-        let image = Image::busybox(
-            Format::Oci,
-            "linux/amd64",
-            &format!("{repository}:{tag}"),
-            cmd,
-        )?;
-        Pusher::new(crate::registry::oci_client(), source.auth())
-            .push_image(&source.host, repository, tag, &image)
+        crate::images::Pusher::new(crate::registry::oci_client(), source.auth())
+            .push_runnable(&source.host, repository, tag, cmd)
             .await
     }
 }

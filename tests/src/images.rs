@@ -238,6 +238,22 @@ impl Image {
     }
 }
 
+impl Pusher {
+    /// Pushes a runnable linux/amd64 busybox image named `repository:tag` inside, default
+    /// command `cmd`, to `registry`; returns its digest.
+    pub async fn push_runnable(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        cmd: &[&str],
+    ) -> anyhow::Result<String> {
+        let name = format!("{repository}:{tag}");
+        let image = Image::busybox(Format::Oci, "linux/amd64", &name, cmd)?;
+        self.push_image(registry, repository, tag, &image).await
+    }
+}
+
 /// A multi-platform index (OCI) or manifest list (Docker).
 #[derive(Clone, Debug)]
 pub struct Index {

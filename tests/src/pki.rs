@@ -51,6 +51,16 @@ impl Ca {
         sans.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut params = CertificateParams::new(sans)?;
         params.distinguished_name.push(DnType::CommonName, name);
+        self.sign_into(dir, name, &params)
+    }
+
+    /// Signs `params` with a new key; writes `<dir>/<name>.crt` and `.key`.
+    fn sign_into(
+        &self,
+        dir: &Path,
+        name: &str,
+        params: &CertificateParams,
+    ) -> anyhow::Result<ServingCert> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         let out = ServingCert {
@@ -92,14 +102,6 @@ impl Ca {
             .distinguished_name
             .push(DnType::OrganizationName, group);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        let out = ServingCert {
-            cert: dir.join(format!("{name}.crt")),
-            key: dir.join(format!("{name}.key")),
-        };
-        std::fs::write(&out.cert, cert.pem()).context("write certificate")?;
-        std::fs::write(&out.key, key.serialize_pem()).context("write key")?;
-        Ok(out)
+        self.sign_into(dir, name, &params)
     }
 }

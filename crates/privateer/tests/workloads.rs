@@ -1,13 +1,17 @@
 //! Workload Pods on the real node under the other outcomes of admission: `WhenReady` runs the
 //! first Pod from the source and a later one from the mirror; under `Gate`, a Pod whose mirror
-//! Failed is released with its original image restored and runs from the source.
+//! Failed is released with its original image restored and runs from the source; a generic
+//! target is pulled with the imagePullSecret the webhook injects (the node has no credentials
+//! for it).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use privateer_api::{ImageMirror, Phase};
 use privateer_e2e::env::wait_pod_phase;
 use privateer_e2e::moto::{ACCOUNT, REGION};
+use privateer_e2e::node::NODE_IP;
+use privateer_e2e::registry::Registry;
 use privateer_image::{Reference, object_name};
 use serde_json::json;
 
@@ -124,4 +128,80 @@ async fn a_pod_whose_mirror_fails_runs_from_its_restored_original_image() {
     let (image, id) = image_of(&running);
     assert_eq!(image, "redis:7.2", "the original image is restored");
     assert_eq!(id, format!("docker.io/library/redis@{digest}"));
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret for `host`.
+fn docker_secret(name: &str, namespace: &str, host: &str, user: &str, password: &str) -> Secret {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = json!({"auths": {host: {"auth": auth}}}).to_string();
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config}}))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generic_target_is_pulled_with_the_image_pull_secret_the_webhook_injects() {
+    let Some(env) = prepared("a generic target on the node").await else {
+        return;
+    };
+    // A registry the node has no credentials for: only the Pod's pull secret opens it.
+    let generic =
+        Registry::start_at("generic", &env.dir, Some(("puller", "s3cret")), NODE_IP).unwrap();
+    env.node().unwrap().add_registry(&generic.host).unwrap();
+    let digest = env
+        .push_runnable("library/redis", "7.2", &["sleep", "3600"])
+        .await
+        .unwrap();
+    let push = docker_secret(
+        "generic-push",
+        "privateer",
+        &generic.host,
+        "puller",
+        "s3cret",
+    );
+    Api::<Secret>::namespaced(env.client(), "privateer")
+        .create(&PostParams::default(), &push)
+        .await
+        .unwrap();
+    let extra = format!(
+        "target: {{kind: generic, registry: \"{}\", prefix: mirror, insecure: true, credentialsSecret: generic-push}}
+webhook: {{imagePullSecrets: {{names: [generic-pull], mode: Append}}}}",
+        generic.host
+    );
+    let privateer = start_registered(&env, "generic", &extra).await;
+    let pull = docker_secret("generic-pull", "apps", &generic.host, "puller", "s3cret");
+    Api::<Secret>::namespaced(env.client(), "apps")
+        .create(&PostParams::default(), &pull)
+        .await
+        .unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(env.client(), "apps");
+    pods.create(&PostParams::default(), &pod("cache", "redis:7.2"))
+        .await
+        .unwrap();
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    wait_for_phase(
+        &mirrors,
+        &mirror_name("redis:7.2"),
+        Phase::Ready,
+        &privateer,
+    )
+    .await;
+    let running = wait_pod_phase(&pods, "cache", "Running").await.unwrap();
+    let secrets: Vec<String> = running
+        .spec
+        .as_ref()
+        .unwrap()
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(secrets, ["generic-pull"]);
+    let (image, id) = image_of(&running);
+    let target = format!("{}/mirror/docker.io/library/redis", generic.host);
+    assert_eq!(image, format!("{target}:7.2@{digest}"));
+    assert_eq!(id, format!("{target}@{digest}"));
 }

@@ -236,13 +236,7 @@ async fn seed() -> anyhow::Result<()> {
         ("library/busybox", "latest", &["sh"][..]),
         ("library/redis", "7.2", &["sleep", "3600"][..]),
     ] {
-        let image = Image::busybox(
-            Format::Oci,
-            "linux/amd64",
-            &format!("{repository}:{tag}"),
-            cmd,
-        )?;
-        pusher.push_image(&host, repository, tag, &image).await?;
+        pusher.push_runnable(&host, repository, tag, cmd).await?;
     }
     println!(
         "seeded {host} with docker.io/library/{{nginx:1.27, alpine:3.20, busybox:1.36, busybox:latest, redis:7.2}}"

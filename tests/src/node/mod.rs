@@ -146,6 +146,12 @@ impl Node {
         self.processes.iter().map(Managed::pid).collect()
     }
 
+    /// Lets the node pull from one more plain-HTTP registry, without credentials of its own (a
+    /// Pod's imagePullSecrets then authenticate).
+    pub fn add_registry(&self, host: &str) -> anyhow::Result<()> {
+        runtime::write_host(&self.dir, host, host)
+    }
+
     /// containerd's CLI against this node's containerd (namespace `k8s.io`, the CRI's).
     pub fn ctr(&self) -> std::process::Command {
         let mut command = std::process::Command::new("ctr");

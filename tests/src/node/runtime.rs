@@ -19,6 +19,22 @@ pub struct Mirror {
     pub credentials: Option<(String, String)>,
 }
 
+/// containerd pulls images named `host/…` from the plain-HTTP registry at `endpoint`
+/// (`certs.d/<host>/hosts.toml`, read at each pull, so a registry can be added to a running
+/// node).
+pub fn write_host(node: &Path, host: &str, endpoint: &str) -> anyhow::Result<()> {
+    let dir = node.join("containerd/certs.d").join(host);
+    std::fs::create_dir_all(&dir)?;
+    // `server` is the only upstream: nothing falls back to the real registry.
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{endpoint}\"\n\n[host.\"http://{endpoint}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    )?;
+    Ok(())
+}
+
 /// Writes `config.toml`, the `hosts.toml` files and the CNI configuration; returns the socket.
 pub fn write_config(node: &Path, mirrors: &[Mirror]) -> anyhow::Result<PathBuf> {
     let dir = node.join("containerd");
@@ -29,16 +45,7 @@ pub fn write_config(node: &Path, mirrors: &[Mirror]) -> anyhow::Result<PathBuf> 
     let socket = dir.join("containerd.sock");
     let mut auth = String::new();
     for mirror in mirrors {
-        let host_dir = hosts.join(&mirror.host);
-        std::fs::create_dir_all(&host_dir)?;
-        // `server` is the only upstream: nothing falls back to the real registry.
-        std::fs::write(
-            host_dir.join("hosts.toml"),
-            format!(
-                "server = \"http://{0}\"\n\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                mirror.endpoint
-            ),
-        )?;
+        write_host(node, &mirror.host, &mirror.endpoint)?;
         if let Some((user, password)) = &mirror.credentials {
             auth.push_str(&format!(
                 "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{}\".auth]\n  username = \"{user}\"\n  password = \"{password}\"\n",
