@@ -280,6 +280,21 @@ impl Index {
         }
     }
 
+    /// A runnable busybox image per platform, each named `<name> (<platform>)` inside, with
+    /// default command `cmd` (only the amd64 child runs on this node).
+    pub fn busybox(
+        format: Format,
+        name: &str,
+        platforms: &[&str],
+        cmd: &[&str],
+    ) -> anyhow::Result<Self> {
+        let images = platforms
+            .iter()
+            .map(|p| Image::busybox(format, p, &format!("{name} ({p})"), cmd))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self::new(format, images))
+    }
+
     /// The usual test subject: `platforms` images sharing a base layer, each with one of its own.
     pub fn multi_platform(
         format: Format,

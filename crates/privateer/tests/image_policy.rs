@@ -5,15 +5,11 @@
 //! are refused — the plugin's own behaviour, documented in the README.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use privateer_e2e::TestEnv;
-use privateer_e2e::images::{Format, Image, Pusher};
 use privateer_e2e::pki::Ca;
 use privateer_e2e::process::free_port;
-use privateer_e2e::registry::oci_client;
 use serde_json::json;
 
 mod common;
@@ -62,17 +58,8 @@ async fn the_api_server_asks_privateer_through_the_image_policy_webhook_plugin()
         return;
     };
     prepare_cluster(&env).await;
-    let source = env.source.as_ref().unwrap();
     for tag in ["1.36", "1.37", "latest"] {
-        let image = Image::busybox(
-            Format::Oci,
-            "linux/amd64",
-            &format!("busybox {tag}"),
-            &["sh"],
-        )
-        .unwrap();
-        Pusher::new(oci_client(), source.auth())
-            .push_image(&source.host, "library/busybox", tag, &image)
+        env.push_runnable("library/busybox", tag, &["sh"])
             .await
             .unwrap();
     }
@@ -82,12 +69,7 @@ async fn the_api_server_asks_privateer_through_the_image_policy_webhook_plugin()
         cert.key.display()
     );
     let (mut privateer, metrics) = start_operator(&env, "image-policy", "webhook", &tls);
-    for _ in 0..150 {
-        if http_get(&metrics, "/readyz").0 == "200" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_ready(&metrics, &privateer).await;
 
     let pods: Api<Pod> = Api::namespaced(env.client(), "default");
     let denied = pods

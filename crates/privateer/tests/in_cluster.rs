@@ -19,7 +19,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use privateer_api::{ImageMirror, Phase};
 use privateer_e2e::TestEnv;
-use privateer_e2e::images::{Format, Image, Index, Pusher};
+use privateer_e2e::images::{Format, Index, Pusher};
 use privateer_e2e::moto::{ACCOUNT, REGION};
 use privateer_e2e::registry::oci_client;
 use serde_json::json;
@@ -104,13 +104,13 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
     // docker.io/library/nginx:1.27: an index whose amd64 child really runs (busybox httpd).
     let source = env.source.as_ref().unwrap();
     let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
-    let nginx = Index::new(
+    let nginx = Index::busybox(
         Format::Oci,
-        vec![
-            Image::busybox(Format::Oci, "linux/amd64", "nginx 1.27", &httpd).unwrap(),
-            Image::busybox(Format::Oci, "linux/arm64", "nginx 1.27 arm64", &httpd).unwrap(),
-        ],
-    );
+        "nginx 1.27",
+        &["linux/amd64", "linux/arm64"],
+        &httpd,
+    )
+    .unwrap();
     Pusher::new(oci_client(), source.auth())
         .push_index(&source.host, "library/nginx", "1.27", &nginx)
         .await
@@ -375,7 +375,7 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
     })
     .await;
     let answer = probes.logs("probe", &Default::default()).await.unwrap();
-    assert_eq!(answer.trim(), "served by nginx 1.27");
+    assert_eq!(answer.trim(), "served by nginx 1.27 (linux/amd64)");
 
     helm(
         &env,

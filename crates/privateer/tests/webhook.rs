@@ -12,23 +12,10 @@ use privateer_api::{ImageMirror, names};
 use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
 use privateer_e2e::moto::{ACCOUNT, REGION};
 use privateer_e2e::registry::oci_client;
-use privateer_image::{Reference, object_name};
 use serde_json::json;
 
 mod common;
 use common::*;
-
-fn pod(name: &str, image: &str) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {"containers": [{"name": "app", "image": image}]}
-    }))
-    .unwrap()
-}
-
-fn mirror_name(image: &str) -> String {
-    object_name(&Reference::parse(image).unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
@@ -57,7 +44,10 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
     let target = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mirror/docker.io/library");
 
     // Gate: stored rewritten, gated, labelled, with the originals recorded.
-    let stored = pods.create(&pp, &pod("web", "nginx:1.27")).await.unwrap();
+    let stored = pods
+        .create(&pp, &apps_pod("web", "nginx:1.27"))
+        .await
+        .unwrap();
     let spec = stored.spec.as_ref().unwrap();
     assert_eq!(
         spec.containers[0].image.as_deref(),
@@ -102,7 +92,10 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
     );
 
     // A second Pod of the same image is rewritten to the Ready mirror, pinned, and not gated.
-    let second = pods.create(&pp, &pod("web-2", "nginx:1.27")).await.unwrap();
+    let second = pods
+        .create(&pp, &apps_pod("web-2", "nginx:1.27"))
+        .await
+        .unwrap();
     let spec = second.spec.unwrap();
     assert_eq!(
         spec.containers[0].image.as_deref(),
@@ -112,7 +105,7 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
 
     // Policy: denied through the API server with container, image and rule named.
     let denied = pods
-        .create(&pp, &pod("latest", "busybox:latest"))
+        .create(&pp, &apps_pod("latest", "busybox:latest"))
         .await
         .unwrap_err();
     let message = denied.to_string();
@@ -126,7 +119,10 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
         dry_run: true,
         ..PostParams::default()
     };
-    let shown = pods.create(&dry, &pod("dry", "redis:7.2")).await.unwrap();
+    let shown = pods
+        .create(&dry, &apps_pod("dry", "redis:7.2"))
+        .await
+        .unwrap();
     assert!(
         shown.spec.unwrap().containers[0]
             .image
@@ -160,7 +156,7 @@ async fn pods_are_rewritten_gated_released_and_judged_through_the_api_server() {
     // privateer stopped: failurePolicy Ignore admits Pods as they are.
     privateer.stop();
     let unchanged = pods
-        .create(&pp, &pod("while-down", "nginx:1.27"))
+        .create(&pp, &apps_pod("while-down", "nginx:1.27"))
         .await
         .unwrap();
     assert_eq!(
@@ -190,7 +186,7 @@ copy: {executor: inline}";
     let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
 
     let stored = pods
-        .create(&PostParams::default(), &pod("cache", "redis:7.2"))
+        .create(&PostParams::default(), &apps_pod("cache", "redis:7.2"))
         .await
         .unwrap();
     let spec = stored.spec.unwrap();
@@ -209,7 +205,7 @@ copy: {executor: inline}";
     let missing = pods
         .create(
             &PostParams::default(),
-            &pod("missing", "docker.io/library/missing:1"),
+            &apps_pod("missing", "docker.io/library/missing:1"),
         )
         .await
         .unwrap();

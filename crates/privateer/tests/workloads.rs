@@ -12,17 +12,10 @@ use privateer_e2e::env::wait_pod_phase;
 use privateer_e2e::moto::{ACCOUNT, REGION};
 use privateer_e2e::node::NODE_IP;
 use privateer_e2e::registry::Registry;
-use privateer_image::{Reference, object_name};
 use serde_json::json;
 
 mod common;
 use common::*;
-
-fn pod(name: &str, image: &str) -> Pod {
-    serde_json::from_value(json!({"metadata": {"name": name, "namespace": "apps"},
-        "spec": {"containers": [{"name": "app", "image": image}]}}))
-    .unwrap()
-}
 
 fn image_of(pod: &Pod) -> (String, String) {
     let spec = pod.spec.as_ref().unwrap().containers[0]
@@ -41,10 +34,6 @@ fn image_of(pod: &Pod) -> (String, String) {
     (spec, id)
 }
 
-fn mirror_name(image: &str) -> String {
-    object_name(&Reference::parse(image).unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_ready_runs_the_first_pod_from_the_source_and_a_later_one_from_the_mirror() {
     let Some(env) = prepared("WhenReady on the node").await else {
@@ -58,7 +47,7 @@ async fn when_ready_runs_the_first_pod_from_the_source_and_a_later_one_from_the_
         start_registered(&env, "when-ready", "webhook: {rewritePolicy: WhenReady}").await;
     let pods: Api<Pod> = Api::namespaced(env.client(), "apps");
 
-    pods.create(&PostParams::default(), &pod("first", "redis:7.2"))
+    pods.create(&PostParams::default(), &apps_pod("first", "redis:7.2"))
         .await
         .unwrap();
     let first = wait_pod_phase(&pods, "first", "Running").await.unwrap();
@@ -74,7 +63,7 @@ async fn when_ready_runs_the_first_pod_from_the_source_and_a_later_one_from_the_
         &privateer,
     )
     .await;
-    pods.create(&PostParams::default(), &pod("later", "redis:7.2"))
+    pods.create(&PostParams::default(), &apps_pod("later", "redis:7.2"))
         .await
         .unwrap();
     let later = wait_pod_phase(&pods, "later", "Running").await.unwrap();
@@ -98,7 +87,7 @@ async fn a_pod_whose_mirror_fails_runs_from_its_restored_original_image() {
     let privateer = start_registered(&env, "failing", "registries: {limits: {layers: 1}}").await;
     let pods: Api<Pod> = Api::namespaced(env.client(), "apps");
     let stored = pods
-        .create(&PostParams::default(), &pod("cache", "redis:7.2"))
+        .create(&PostParams::default(), &apps_pod("cache", "redis:7.2"))
         .await
         .unwrap();
     let spec = stored.spec.unwrap();
@@ -178,7 +167,7 @@ webhook: {{imagePullSecrets: {{names: [generic-pull], mode: Append}}}}",
         .unwrap();
 
     let pods: Api<Pod> = Api::namespaced(env.client(), "apps");
-    pods.create(&PostParams::default(), &pod("cache", "redis:7.2"))
+    pods.create(&PostParams::default(), &apps_pod("cache", "redis:7.2"))
         .await
         .unwrap();
     let mirrors: Api<ImageMirror> = Api::all(env.client());

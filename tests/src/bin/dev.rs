@@ -197,23 +197,15 @@ async fn image_push(reference: &str, copy_args: &[String]) -> anyhow::Result<()>
 /// busybox; `nginx:1.27` serves HTTP on port 80 with busybox `httpd`), and the indexes keep an
 /// amd64 child that really runs on this node.
 async fn seed() -> anyhow::Result<()> {
-    use privateer_e2e::images::{Format, Image, Index, Pusher};
+    use privateer_e2e::images::{Format, Index, Pusher};
     let host = std::env::var("PRIVATEER_SOURCE_REGISTRY")
         .context("PRIVATEER_SOURCE_REGISTRY is not set: `source target/dev/env` first")?;
     let pusher = Pusher::new(
         privateer_e2e::registry::oci_client(),
         oci_client::secrets::RegistryAuth::Anonymous,
     );
-    let index =
-        |format: Format, name: &str, platforms: &[&str], cmd: &[&str]| -> anyhow::Result<Index> {
-            let images = platforms
-                .iter()
-                .map(|p| Image::busybox(format, p, &format!("{name} ({p})"), cmd))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(Index::new(format, images))
-        };
     let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
-    let nginx = index(
+    let nginx = Index::busybox(
         Format::Oci,
         "nginx 1.27",
         &["linux/amd64", "linux/arm64"],
@@ -222,7 +214,7 @@ async fn seed() -> anyhow::Result<()> {
     pusher
         .push_index(&host, "library/nginx", "1.27", &nginx)
         .await?;
-    let alpine = index(
+    let alpine = Index::busybox(
         Format::Docker,
         "alpine 3.20",
         &["linux/amd64", "linux/arm64", "linux/s390x"],

@@ -73,7 +73,7 @@ impl Node {
             .arg(dir.join("containerd/config.toml"));
         let containerd = Managed::spawn("containerd", containerd, &dir)?;
         node.processes.push(containerd);
-        wait_for_socket(&socket, &mut node.processes[0])?;
+        wait_for_socket(&socket, &mut node.processes[0]).await?;
 
         let kubeconfig = |name: &str, token: &str| -> anyhow::Result<PathBuf> {
             let path = dir.join(format!("{name}.kubeconfig"));
@@ -187,14 +187,14 @@ impl Drop for Node {
     }
 }
 
-fn wait_for_socket(socket: &Path, containerd: &mut Managed) -> anyhow::Result<()> {
+async fn wait_for_socket(socket: &Path, containerd: &mut Managed) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !socket.exists() {
         containerd.check_alive()?;
         if Instant::now() > deadline {
             bail!("containerd did not open {} in 30 s", socket.display());
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

@@ -280,3 +280,17 @@ pub async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed
     .await;
     privateer
 }
+
+/// A Pod of one container `app` running `image` in the `apps` namespace.
+pub fn apps_pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "apps"},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    }))
+    .unwrap()
+}
+
+/// The ImageMirror name privateer gives `image`.
+pub fn mirror_name(image: &str) -> String {
+    privateer_image::object_name(&privateer_image::Reference::parse(image).unwrap())
+}
