@@ -24,6 +24,7 @@ pub struct Builder {
     source_credentials: Option<(String, String)>,
     moto: bool,
     image_policy_config: Option<PathBuf>,
+    irsa: bool,
     dir: Option<PathBuf>,
 }
 
@@ -51,6 +52,8 @@ pub struct TestEnv {
     node: Option<Node>,
     /// With the node: its instance metadata service (the node role's AWS credentials).
     imds: Option<crate::imds::Imds>,
+    /// With `irsa()`: what EKS's Pod Identity webhook does to Pods.
+    pod_identity: Option<crate::pod_identity::PodIdentityWebhook>,
     processes: Vec<Managed>,
     /// Declared last: dropped after everything above, so the bridge outlives its users.
     network: Option<Network>,
@@ -173,6 +176,7 @@ impl Drop for TestEnv {
         self.moto.take();
         self.images.take();
         self.imds.take();
+        self.pod_identity.take();
         self.network.take();
         self.lock.take();
         if self.keep || std::thread::panicking() {
@@ -218,6 +222,15 @@ impl Builder {
     /// Enable the ImagePolicyWebhook admission plugin with this admission configuration file.
     pub fn image_policy_config(mut self, path: PathBuf) -> Self {
         self.image_policy_config = Some(path);
+        self
+    }
+    /// IRSA as on EKS: Pods whose ServiceAccount names a role get a projected token and the
+    /// web-identity variables (the Pod Identity webhook's mutation), exchanged at moto's STS;
+    /// Pods cannot reach the node's instance metadata (EKS's advice: hop limit 1), so a
+    /// Pod's AWS calls succeed only through its role.
+    pub fn irsa(mut self) -> Self {
+        self = self.node();
+        self.irsa = true;
         self
     }
     /// Use this directory instead of a fresh temporary one (`just dev-up`).
@@ -307,6 +320,7 @@ impl Builder {
             privateer_image: None,
             node: None,
             imds: None,
+            pod_identity: None,
             processes: Vec::new(),
             network: None,
             lock: None,
@@ -375,7 +389,20 @@ impl Builder {
             env.client = Some(client);
         }
         if self.node {
-            env.start_node(&node_tokens).await?;
+            env.start_node(&node_tokens, !self.irsa).await?;
+        }
+        if self.irsa {
+            let moto = env.moto.as_ref().context("IRSA needs moto")?;
+            env.pod_identity = Some(
+                crate::pod_identity::PodIdentityWebhook::start(
+                    &dir,
+                    &env.ca,
+                    env.client(),
+                    crate::moto::REGION,
+                    &moto.endpoint,
+                )
+                .await?,
+            );
         }
         Ok(())
     }
@@ -384,9 +411,12 @@ impl Builder {
 impl TestEnv {
     /// The images registry (sandbox and privateer images pushed), then the node, wired to pull
     /// `docker.io` from the source registry, the ECR host from the target (with the node's own
-    /// credentials, as an EKS node's) and `registry.k8s.io` from the images registry.
-    async fn start_node(&mut self, tokens: &[String; 3]) -> anyhow::Result<()> {
-        self.imds = Some(crate::imds::Imds::start(crate::node::network::BRIDGE)?);
+    /// credentials, as an EKS node's) and `registry.k8s.io` from the images registry; with
+    /// `imds`, the instance metadata Pods reach.
+    async fn start_node(&mut self, tokens: &[String; 3], imds: bool) -> anyhow::Result<()> {
+        if imds {
+            self.imds = Some(crate::imds::Imds::start(crate::node::network::BRIDGE)?);
+        }
         let images = Registry::start_at("images", &self.dir, None, NODE_IP)?;
         let pusher = crate::images::Pusher::new(crate::registry::oci_client(), images.auth());
         let pause = crate::product_image::pause(&tools::pause_program())?;

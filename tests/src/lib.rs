@@ -14,6 +14,7 @@ pub mod imds;
 pub mod moto;
 pub mod node;
 pub mod pki;
+pub mod pod_identity;
 pub mod process;
 pub mod product_image;
 pub mod registry;

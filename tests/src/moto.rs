@@ -80,6 +80,31 @@ impl Moto {
 }
 
 impl Moto {
+    /// Role ARNs assumed so far through STS (`AssumeRole*`), from moto's state dump.
+    pub async fn assumed_roles(&self) -> anyhow::Result<Vec<String>> {
+        use http_body_util::{BodyExt, Empty};
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::TokioExecutor;
+
+        let client: Client<_, Empty<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let url: http::Uri = format!("{}/moto-api/data.json", self.endpoint).parse()?;
+        let response = client.get(url).await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "moto: {}",
+            response.status()
+        );
+        let body = response.into_body().collect().await?.to_bytes();
+        let state: serde_json::Value = serde_json::from_slice(&body)?;
+        Ok(state["sts"]["AssumedRole"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|role| role["role_arn"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Make `DescribeImageScanFindings` return `results` (moto's API for custom findings).
     pub async fn set_scan_findings(&self, results: serde_json::Value) -> anyhow::Result<()> {
         use http_body_util::Full;

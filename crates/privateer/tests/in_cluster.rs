@@ -3,7 +3,9 @@
 //! otherwise — two replicas electing a leader through a Lease, the chart's self-signed TLS, the
 //! webhook called by the API server through its Service, copy Jobs from the same image as the
 //! `privateer-copy` ServiceAccount, the operator on its own ServiceAccount (no kubeconfig in the
-//! cluster), AWS credentials from the node's instance metadata. Then a Deployment of
+//! cluster), AWS credentials through IRSA: each ServiceAccount names its role, its Pods get a
+//! projected token that the SDK exchanges at STS (moto's) — the node's instance metadata is out
+//! of their reach, so no other credentials exist. Then a Deployment of
 //! `nginx:1.27` is rewritten, held by the gate (not scheduled), mirrored by a copy Job that runs
 //! as a container, released, pulled from the target by digest and Running, and answers HTTP
 //! through its Service from another Pod.
@@ -21,10 +23,15 @@ use privateer_api::{ImageMirror, Phase};
 use privateer_e2e::TestEnv;
 use privateer_e2e::images::{Format, Index, Pusher};
 use privateer_e2e::moto::{ACCOUNT, REGION};
+use privateer_e2e::pod_identity::{AUDIENCE, TOKEN_DIR};
 use privateer_e2e::registry::oci_client;
 use serde_json::json;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/privateer");
+
+fn role(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT}:role/{name}")
+}
 
 /// The chart's defaults, but for where this environment's registries and ECR API are.
 fn values(env: &TestEnv) -> String {
@@ -37,8 +44,11 @@ fn values(env: &TestEnv) -> String {
         .unwrap()
         .rsplit_once(':')
         .unwrap();
+    let (operator_role, copy_role) = (role("privateer"), role("privateer-copy"));
     format!(
         "image: {{repository: \"{repository}\", tag: \"{tag}\"}}
+serviceAccount: {{irsaRoleArn: \"{operator_role}\"}}
+copyServiceAccount: {{irsaRoleArn: \"{copy_role}\"}}
 config:
   target:
     registry: {ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com
@@ -58,6 +68,31 @@ fn helm(env: &TestEnv, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Pod carries its ServiceAccount's role and the projected STS token, as on EKS.
+fn assert_web_identity(pod: &Pod, role: &str) {
+    let spec = pod.spec.as_ref().unwrap();
+    let env = spec.containers[0].env.clone().unwrap_or_default();
+    let value = |name: &str| {
+        env.iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.value.clone())
+    };
+    assert_eq!(value("AWS_ROLE_ARN").as_deref(), Some(role), "{env:?}");
+    assert_eq!(
+        value("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        Some(format!("{TOKEN_DIR}/token"))
+    );
+    let audiences: Vec<_> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .filter_map(|s| s.service_account_token.as_ref()?.audience.as_deref())
+        .collect();
+    assert!(audiences.contains(&AUDIENCE), "{:?}", spec.volumes);
 }
 
 fn ready(pod: &Pod) -> bool {
@@ -94,6 +129,7 @@ async fn eventually<T: std::fmt::Debug>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_mirror() {
     let Some(env) = TestEnv::full()
+        .irsa()
         .start_or_skip("privateer in the cluster")
         .await
         .unwrap()
@@ -151,6 +187,7 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
             env.privateer_image.as_deref()
         );
         assert_eq!(spec.service_account_name.as_deref(), Some("privateer"));
+        assert_web_identity(pod, &role("privateer"));
     }
     let names: Vec<String> = replicas
         .iter()
@@ -317,6 +354,13 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
             .as_deref(),
         env.privateer_image.as_deref()
     );
+    assert_web_identity(copy_pod, &role("privateer-copy"));
+    // Both roles were exchanged for credentials: the operator's (repository creation) and
+    // the copy Pod's (the push's authorization token).
+    let assumed = env.moto.as_ref().unwrap().assumed_roles().await.unwrap();
+    for expected in [role("privateer"), role("privateer-copy")] {
+        assert!(assumed.contains(&expected), "{expected} not in {assumed:?}");
+    }
 
     let web = pods
         .list(&ListParams::default().labels("app=web"))
