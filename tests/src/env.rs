@@ -157,6 +157,45 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Kills kube-apiserver and starts it again with the same flags (etcd keeps the state);
+    /// returns once it serves `/readyz` again.
+    pub async fn restart_api_server(&mut self) -> anyhow::Result<()> {
+        let server = self
+            .processes
+            .iter_mut()
+            .find(|p| p.name() == "kube-apiserver")
+            .context("no API server started")?;
+        server.restart()?;
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .request_text(http::Request::get("/readyz").body(Vec::new())?)
+                .await
+                .is_ok_and(|body| body.trim() == "ok");
+            if ready {
+                return Ok(());
+            }
+            for process in &mut self.processes {
+                process.check_alive()?;
+            }
+            if Instant::now() > deadline {
+                bail!("kube-apiserver not ready 60 s after its restart");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the node's containerd and starts it again (running containers keep running under
+    /// their shims, as on a real node).
+    pub async fn restart_containerd(&mut self) -> anyhow::Result<()> {
+        self.node
+            .as_mut()
+            .context("no node started")?
+            .restart_containerd()
+            .await
+    }
+
     /// Keep the directory (logs, data) after drop, for a look after a failure.
     pub fn keep(&mut self) {
         self.keep = true;

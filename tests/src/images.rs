@@ -252,6 +252,30 @@ impl Pusher {
         let image = Image::busybox(Format::Oci, "linux/amd64", &name, cmd)?;
         self.push_image(registry, repository, tag, &image).await
     }
+
+    /// The same with one more layer: `/payload`, `bytes` of incompressible data (a copy that
+    /// takes a while behind a slow source); returns its digest.
+    pub async fn push_runnable_with_payload(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        cmd: &[&str],
+        bytes: usize,
+    ) -> anyhow::Result<String> {
+        let name = format!("{repository}:{tag}");
+        let payload = layer(bytes as u64, bytes).data.to_vec();
+        let layers = [
+            crate::rootfs::busybox()?,
+            crate::rootfs::identity(&name)?,
+            crate::rootfs::Files::new()
+                .file("/payload", 0o644, payload)
+                .layer()?,
+        ];
+        let config = json!({"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"});
+        let image = Image::runnable(Format::Oci, "linux/amd64", &layers, config)?;
+        self.push_image(registry, repository, tag, &image).await
+    }
 }
 
 /// A multi-platform index (OCI) or manifest list (Docker).

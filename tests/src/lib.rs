@@ -19,6 +19,7 @@ pub mod process;
 pub mod product_image;
 pub mod registry;
 pub mod rootfs;
+pub mod throttle;
 pub mod tools;
 
 pub use env::{Builder, TestEnv};

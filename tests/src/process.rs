@@ -14,6 +14,10 @@ pub struct Managed {
     name: String,
     child: Child,
     log: PathBuf,
+    /// What started it, to start it again (`restart`).
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
 }
 
 impl Managed {
@@ -21,17 +25,35 @@ impl Managed {
     pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> anyhow::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("start {name} ({:?})", command.get_program()))?;
+        let child = launch(name, &mut command, file)?;
         Ok(Self {
             name: name.to_owned(),
             child,
             log,
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+            envs: command
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
         })
+    }
+
+    /// Kills the process (a crash, not a shutdown) and starts the same command again, its
+    /// output appended to the same log.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        let file = File::options().append(true).open(&self.log)?;
+        self.child = launch(&self.name, &mut command, file)?;
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -96,6 +118,15 @@ impl Managed {
             TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
         })
     }
+}
+
+fn launch(name: &str, command: &mut Command, log: File) -> anyhow::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {name} ({:?})", command.get_program()))
 }
 
 impl Drop for Managed {

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
@@ -75,12 +75,17 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let Some(cache) = cache else {
+    // Ready once the reconciler's reflector has listed every mirror. Checked, not awaited:
+    // the store's readiness (kube-runtime's `DelayedInit`, a oneshot with a single waker)
+    // wakes only the last of concurrent waiters, and the reconciler's runner waits on it too;
+    // awaited here, a Pod gated before this replica led was never looked at again.
+    let listed = cache
+        .as_ref()
+        .and_then(|cache| cache.wait_until_ready().now_or_never())
+        .is_some_and(|ready| ready.is_ok());
+    let (Some(cache), true) = (cache, listed) else {
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    if cache.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
     let mirrors = needed_mirrors(&original_images(&pod).unwrap_or_default())
         .into_iter()
         .map(|name| {
@@ -91,24 +96,25 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
         })
         .collect::<BTreeMap<_, _>>();
     let timeout: Duration = ctx.config.webhook.gate_timeout.into();
-    let (images, kind, reason, note, action) =
-        match decide(&pod, &mirrors, Timestamp::now(), timeout) {
-            GateAction::Wait(wait) => return Ok(Action::requeue(wait)),
-            GateAction::Release(images) => (
-                images,
-                EventType::Normal,
-                "Released",
-                "every image is mirrored; privateer removed its scheduling gate".to_owned(),
-                "ReleaseGate",
-            ),
-            GateAction::Restore { images, reason } => (
-                images,
-                EventType::Warning,
-                "ImagesRestored",
-                format!("privateer put the original images back and removed its gate: {reason}"),
-                "RestoreImages",
-            ),
-        };
+    let decision = decide(&pod, &mirrors, Timestamp::now(), timeout);
+    tracing::debug!(pod = %pod.name_any(), ?decision, "gate releaser");
+    let (images, kind, reason, note, action) = match decision {
+        GateAction::Wait(wait) => return Ok(Action::requeue(wait)),
+        GateAction::Release(images) => (
+            images,
+            EventType::Normal,
+            "Released",
+            "every image is mirrored; privateer removed its scheduling gate".to_owned(),
+            "ReleaseGate",
+        ),
+        GateAction::Restore { images, reason } => (
+            images,
+            EventType::Warning,
+            "ImagesRestored",
+            format!("privateer put the original images back and removed its gate: {reason}"),
+            "RestoreImages",
+        ),
+    };
     let namespace = pod.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     pods.patch(

@@ -22,52 +22,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use privateer_api::{ImageMirror, Phase};
 use privateer_e2e::TestEnv;
 use privateer_e2e::images::{Format, Index, Pusher};
-use privateer_e2e::moto::{ACCOUNT, REGION};
+use privateer_e2e::moto::ACCOUNT;
 use privateer_e2e::pod_identity::{AUDIENCE, TOKEN_DIR};
 use privateer_e2e::registry::oci_client;
 use serde_json::json;
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/privateer");
+mod common;
+use common::installed::*;
 
 fn role(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/{name}")
-}
-
-/// The chart's defaults, but for where this environment's registries and ECR API are.
-fn values(env: &TestEnv) -> String {
-    let source = &env.source.as_ref().unwrap().host;
-    let target = &env.target.as_ref().unwrap().host;
-    let moto = &env.moto.as_ref().unwrap().endpoint;
-    let (repository, tag) = env
-        .privateer_image
-        .as_deref()
-        .unwrap()
-        .rsplit_once(':')
-        .unwrap();
-    let (operator_role, copy_role) = (role("privateer"), role("privateer-copy"));
-    format!(
-        "image: {{repository: \"{repository}\", tag: \"{tag}\"}}
-serviceAccount: {{irsaRoleArn: \"{operator_role}\"}}
-copyServiceAccount: {{irsaRoleArn: \"{copy_role}\"}}
-config:
-  target:
-    registry: {ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com
-    ecr: {{region: {REGION}, endpointUrl: \"{moto}\", registryEndpoint: \"http://{target}\"}}
-  sources:
-    endpoints:
-      docker.io: {{url: \"http://{source}\"}}
-"
-    )
-}
-
-fn helm(env: &TestEnv, args: &[&str]) -> String {
-    let out = env.helm().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The Pod carries its ServiceAccount's role and the projected STS token, as on EKS.
@@ -93,37 +57,6 @@ fn assert_web_identity(pod: &Pod, role: &str) {
         .filter_map(|s| s.service_account_token.as_ref()?.audience.as_deref())
         .collect();
     assert!(audiences.contains(&AUDIENCE), "{:?}", spec.volumes);
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-/// Polls `what` every 250 ms for up to `seconds`; the last value on timeout in the panic.
-async fn eventually<T: std::fmt::Debug>(
-    seconds: u64,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Result<T, String>,
-) -> T {
-    let mut last = String::new();
-    for _ in 0..seconds * 4 {
-        match check().await {
-            Ok(value) => return value,
-            Err(now) => last = now,
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{what} did not happen in {seconds} s; last seen: {last}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,32 +85,17 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
         .await
         .unwrap();
 
-    let values_file = env.dir.join("values.yaml");
-    std::fs::write(&values_file, values(&env)).unwrap();
-    let values = values_file.display().to_string();
-    let notes = helm(
-        &env,
-        &[
-            "install",
-            "privateer",
-            CHART,
-            "-n",
-            "privateer",
-            "--create-namespace",
-            "-f",
-            &values,
-            "--wait",
-            "--timeout",
-            "180s",
-        ],
+    let roles = format!(
+        "serviceAccount: {{irsaRoleArn: \"{}\"}}\ncopyServiceAccount: {{irsaRoleArn: \"{}\"}}\n",
+        role("privateer"),
+        role("privateer-copy")
     );
+    let notes = install(&env, &source.host, &roles, "shop").await;
     assert!(!notes.contains("WARNING: image.repository"), "{notes}");
 
     // Two Ready replicas from the image, one of them holding the controller's Lease.
     let operator: Api<Pod> = Api::namespaced(client.clone(), "privateer");
-    let selector = ListParams::default()
-        .labels("app.kubernetes.io/name=privateer,app.kubernetes.io/component=run");
-    let replicas = operator.list(&selector).await.unwrap().items;
+    let replicas = operator_pods(&env).await;
     assert_eq!(replicas.len(), 2, "{replicas:?}");
     for pod in &replicas {
         assert!(ready(pod), "{:?}", pod.status);
@@ -209,39 +127,8 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
     eprintln!("leader: {holder}");
 
     // A Deployment in a watched namespace, and every state its Pod passes through.
-    let shop: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &shop)
-        .await
-        .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
-    // Ready replicas are not yet a reachable Service: kube-proxy programs the ClusterIP a
-    // moment later, and until then the API server's call fails (failurePolicy Ignore admits
-    // the Pod unchanged). A server-side dry run (nothing recorded) shows when it answers.
-    let ecr = format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/");
-    let dry_run = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let trial: Pod = serde_json::from_value(json!({"metadata": {"name": "trial"},
-        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}))
-    .unwrap();
-    eventually(60, "the webhook answers through its Service", async || {
-        let pod = pods
-            .create(&dry_run, &trial)
-            .await
-            .map_err(|e| e.to_string())?;
-        let image = pod.spec.unwrap().containers[0]
-            .image
-            .clone()
-            .unwrap_or_default();
-        if image.starts_with(&ecr) {
-            Ok(())
-        } else {
-            Err(image)
-        }
-    })
-    .await;
+    let ecr = ecr_prefix();
     let seen = tokio::spawn(
         watcher(pods.clone(), watcher::Config::default().labels("app=web"))
             .applied_objects()

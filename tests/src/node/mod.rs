@@ -146,6 +146,16 @@ impl Node {
         self.processes.iter().map(Managed::pid).collect()
     }
 
+    /// Kills containerd and starts it again; returns once its socket is back.
+    pub async fn restart_containerd(&mut self) -> anyhow::Result<()> {
+        let socket = self.dir.join("containerd/containerd.sock");
+        let containerd = &mut self.processes[0];
+        containerd.stop();
+        let _ = std::fs::remove_file(&socket);
+        containerd.restart()?;
+        wait_for_socket(&socket, containerd).await
+    }
+
     /// Lets the node pull from one more plain-HTTP registry, without credentials of its own (a
     /// Pod's imagePullSecrets then authenticate).
     pub fn add_registry(&self, host: &str) -> anyhow::Result<()> {

@@ -19,6 +19,8 @@ use privateer_e2e::pki::Ca;
 use privateer_e2e::process::{Managed, free_port};
 use serde_json::json;
 
+pub mod installed;
+
 #[derive(PartialEq, Eq, Clone, Copy)]
 pub enum Executor {
     Job,
