@@ -21,12 +21,14 @@ pub fn client_config(ca_pems: &[&str]) -> anyhow::Result<Arc<rustls::ClientConfi
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    ))
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // A resumed session reports the certificate of the first handshake: every connection
+    // does a full one, so `server_cert` is what the server serves now.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
 }
 
 /// One keep-alive HTTPS connection.

@@ -207,7 +207,7 @@ pub(crate) async fn status_error(
     if !from_registry {
         message = format!("{status} from {} (a redirect)", without_query(&url));
     } else if let Ok(body) = read_limited(response, ERROR_BODY_BYTES, action, "errorBody").await
-        && let Some((code, text)) = envelope(&body)
+        && let Some((code, text, detail)) = envelope(&body)
     {
         if let Some(by_code) = class_of_code(&code).filter(|c| *c != ErrorClass::Invalid) {
             // Upload refusals come as 400 with a code that says what is wrong.
@@ -216,6 +216,9 @@ pub(crate) async fn status_error(
             }
         }
         message = format!("{status}: {code}: {text}");
+        if let Some(detail) = detail {
+            message = format!("{message} ({detail})");
+        }
     }
     CopyError::new(class, action, message)
 }
@@ -229,8 +232,9 @@ pub(crate) fn host_port(url: &reqwest::Url) -> String {
     }
 }
 
-/// The first error of an OCI error envelope, its message cut short and printable.
-fn envelope(body: &[u8]) -> Option<(String, String)> {
+/// The first error of an OCI error envelope: its code, message and detail, cut short and
+/// printable.
+fn envelope(body: &[u8]) -> Option<(String, String, Option<String>)> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         errors: Vec<Entry>,
@@ -240,16 +244,37 @@ fn envelope(body: &[u8]) -> Option<(String, String)> {
         code: String,
         #[serde(default)]
         message: String,
+        #[serde(default)]
+        detail: serde_json::Value,
     }
     let envelope: Envelope = serde_json::from_slice(body).ok()?;
     let first = envelope.errors.into_iter().next()?;
     let printable = |text: &str, max: usize| -> String {
         text.chars().filter(|c| !c.is_control()).take(max).collect()
     };
+    let detail = match &first.detail {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) if text.is_empty() => None,
+        serde_json::Value::String(text) => Some(text.clone()),
+        other => Some(path_error(other).unwrap_or_else(|| other.to_string())),
+    };
     Some((
         printable(&first.code, 64),
         printable(&first.message, ERROR_MESSAGE_CHARS),
+        detail.map(|d| printable(&d, ERROR_MESSAGE_CHARS)),
     ))
+}
+
+/// Distribution's filesystem driver sends a Go `PathError` as the detail of an `UNKNOWN` 500
+/// (`{"Op":"write","Path":…,"Err":28}`, directly or under `Enclosed`): said in words, so that
+/// a full disk reads "No space left on device" (the errno as Linux names it).
+fn path_error(detail: &serde_json::Value) -> Option<String> {
+    let error = detail.get("Enclosed").unwrap_or(detail);
+    let op = error.get("Op")?.as_str()?;
+    let path = error.get("Path")?.as_str()?;
+    let errno = i32::try_from(error.get("Err")?.as_i64()?).ok()?;
+    let text = std::io::Error::from_raw_os_error(errno).to_string();
+    Some(format!("{op} {path}: {text} on the registry's host"))
 }
 
 fn class_of_code(code: &str) -> Option<ErrorClass> {
@@ -334,9 +359,28 @@ mod tests {
             r#"{{"errors":[{{"code":"DENIED","message":"no\nway {}"}}]}}"#,
             "x".repeat(1000)
         );
-        let (code, message) = envelope(body.as_bytes()).expect("envelope");
+        let (code, message, _) = envelope(body.as_bytes()).expect("envelope");
         assert_eq!(code, "DENIED");
         assert!(message.starts_with("noway") && message.len() == ERROR_MESSAGE_CHARS);
         assert!(envelope(b"<html>internal</html>").is_none());
+    }
+
+    #[test]
+    fn a_full_disk_behind_distribution_reads_as_such() {
+        // What distribution 2.8 answers when its filesystem driver gets ENOSPC.
+        let body = br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"Op":"write","Path":"/var/lib/registry/_uploads/1/data","Err":28}}]}"#;
+        let (code, _, detail) = envelope(body).expect("envelope");
+        assert_eq!(code, "UNKNOWN");
+        let detail = detail.expect("a detail");
+        assert!(
+            detail.starts_with("write /var/lib/registry/_uploads/1/data: No space left on device"),
+            "{detail}"
+        );
+        let other =
+            br#"{"errors":[{"code":"UNKNOWN","message":"x","detail":{"why":"bad\nthing"}}]}"#;
+        let (_, _, detail) = envelope(other).expect("envelope");
+        assert_eq!(detail.as_deref(), Some(r#"{"why":"bad\nthing"}"#));
+        let none = br#"{"errors":[{"code":"DENIED","message":"x"}]}"#;
+        assert_eq!(envelope(none).expect("envelope").2, None);
     }
 }
