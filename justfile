@@ -5,6 +5,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # Tools and builds that outlive a clone (cargo-installed tools, later the control plane).
 cache := env_var_or_default("PRIVATEER_CACHE", env_var("HOME") / ".cache/privateer")
 
+# This clone, for the harness's programs (a binary built in another clone sharing the cached
+# target directory would otherwise name that clone).
+export PRIVATEER_WORKSPACE := justfile_directory()
+
 # List the recipes.
 default:
     @just --list

@@ -89,10 +89,22 @@ pub fn environment_required() -> bool {
 
 /// The workspace's root directory (where `target/` and the `Dockerfile` are).
 pub fn workspace_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    // At run time first: one cached target directory serves several clones, and cargo reuses a
+    // binary built in another clone when its sources are older, so a path baked in at
+    // compile time may name that other clone. `just` exports PRIVATEER_WORKSPACE; cargo sets
+    // CARGO_MANIFEST_DIR for the tests it runs.
+    if let Some(dir) = std::env::var_os("PRIVATEER_WORKSPACE") {
+        return PathBuf::from(dir);
+    }
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    // This crate (tests/) or a sibling crate (crates/*) runs: the workspace is above.
+    manifest_dir
+        .ancestors()
+        .find(|dir| dir.join("justfile").is_file())
         .map(Path::to_path_buf)
-        .unwrap_or_default()
+        .unwrap_or(manifest_dir)
 }
 
 /// The static sandbox program `tests/setup.sh` builds (`tests/node/pause.rs`).

@@ -27,11 +27,13 @@ use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
 use privateer_image::TargetNaming;
+use privateer_index::MirrorIndex;
 use privateer_registry::{CopyOptions, Credentials, Limits, Redirects, Timeouts, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +74,9 @@ pub struct Context {
     pub copy_image: String,
     pub recorder: Recorder,
     pub metrics: Arc<metrics::Metrics>,
-    pub mirror_cache: metrics::MirrorCache,
+    /// The process's one ImageMirror index: the reconciler's objects and triggers, the gate
+    /// releaser's lookups, the metrics' counts.
+    pub index: Arc<MirrorIndex>,
     /// How the controller itself reaches registries (resolving sources, inline copies): TLS
     /// from `target.insecure`, `target.caFile` and `sources.endpoints[*].caFile`, read once.
     pub copy_options: CopyOptions,
@@ -85,6 +89,7 @@ impl Context {
         client: kube::Client,
         config: Config,
         copy_image: String,
+        index: Arc<MirrorIndex>,
     ) -> Result<Self, Error> {
         let naming = TargetNaming::new(&config.target.registry, &config.target.prefix)
             .map_err(|e| Error::Config(format!("target: {e}")))?;
@@ -100,7 +105,6 @@ impl Context {
         let provider = Box::pin(Provider::from_config(&config, generic_credentials)).await?;
         let config_concurrency = config.copy.concurrency;
         let copy_options = copy_options(&config)?;
-        let mirror_cache = metrics::MirrorCache::default();
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -115,8 +119,8 @@ impl Context {
             provider,
             copy_image,
             recorder,
-            metrics: Arc::new(metrics::Metrics::new(mirror_cache.clone())),
-            mirror_cache,
+            metrics: Arc::new(metrics::Metrics::new(index.clone())),
+            index,
             copy_options,
             copy_slots: tokio::sync::Semaphore::new(
                 usize::try_from(config_concurrency).unwrap_or(1).max(1),
@@ -240,17 +244,24 @@ pub async fn run(
     leader::while_leading(&ctx, stopping, |term| run_controllers(ctx.clone(), term)).await
 }
 
-/// The three loops, until `stop` is cancelled.
+/// The three loops, until `stop` is cancelled. The reconciler is driven by the index: every
+/// mirror it holds at the start of the term, then each change.
 async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
-    let mirrors: Api<DeserializeGuard<ImageMirror>> = Api::all(ctx.client.clone());
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         names::LABEL_COMPONENT,
         names::COMPONENT_VALUE
     ));
-    let controller = Controller::new(mirrors, watcher::Config::default().any_semantic());
-    set_mirror_cache(&ctx, Some(controller.store()));
+    let index = ctx.index.clone();
+    let changes = index.changes();
+    let triggers = futures::stream::iter(index.all())
+        .chain(changes.filter_map(move |name| {
+            let entry = index.store().get(&ObjectRef::new(&name));
+            futures::future::ready(entry)
+        }))
+        .map(|entry| Ok((*entry).clone()));
+    let controller = Controller::for_stream(triggers, ctx.index.store());
     let metrics = ctx.metrics.clone();
     let mirrors_done = controller
         .owns(jobs, owned)
@@ -277,18 +288,13 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
             pods::run_backfill(ctx.clone(), stop.clone().cancelled_owned()).await;
         }
     };
+    ctx.metrics
+        .leading
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     futures::join!(mirrors_done, gates_done, backfill_done);
-    // Standing by: the stopped reflector's content would only go stale.
-    set_mirror_cache(&ctx, None);
-}
-
-fn set_mirror_cache(
-    ctx: &Context,
-    store: Option<kube::runtime::reflector::Store<DeserializeGuard<ImageMirror>>>,
-) {
-    *ctx.mirror_cache
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = store;
+    ctx.metrics
+        .leading
+        .store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A mirror that does not deserialize (an out-of-range duration, a field from another

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kube::core::DeserializeGuard;
-use kube::runtime::reflector::Store;
-use privateer_api::{ImageMirror, Phase};
+use privateer_api::Phase;
+use privateer_index::MirrorIndex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,18 +36,16 @@ pub struct Metrics {
     pub copy_seconds: Histogram,
     mirrors: Family<PhaseLabel, Gauge>,
     queue: Family<QueueLabel, Gauge>,
-    /// The controller's ImageMirror cache, counted by phase at each scrape.
-    mirror_cache: MirrorCache,
+    /// The process's ImageMirror index, counted by phase at each scrape.
+    index: Arc<MirrorIndex>,
     pub ready: AtomicBool,
+    /// Holding the Lease: only the leader reports the mirror gauges (standbys would count the
+    /// same mirrors again).
+    pub leading: AtomicBool,
 }
 
-/// The ImageMirror reflector of the running controller (none while standing by); shared by
-/// the gate releaser (no API call per gated Pod) and the phase gauges.
-/// Objects that do not deserialize are held as errors, so one bad object never stops the watch.
-pub type MirrorCache = Arc<std::sync::Mutex<Option<Store<DeserializeGuard<ImageMirror>>>>>;
-
 impl Metrics {
-    pub fn new(mirror_cache: MirrorCache) -> Self {
+    pub fn new(index: Arc<MirrorIndex>) -> Self {
         let mut registry = Registry::with_prefix("privateer");
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -89,8 +86,9 @@ impl Metrics {
             copy_seconds,
             mirrors,
             queue,
-            mirror_cache,
+            index,
             ready: AtomicBool::new(false),
+            leading: AtomicBool::new(false),
         }
     }
 }
@@ -106,23 +104,15 @@ impl Metrics {
 
     /// The exposition text, with the phase gauges refreshed from the cache.
     pub fn render(&self) -> String {
-        let store = self
-            .mirror_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        if let Some(store) = store {
+        if self.leading.load(Ordering::Relaxed) && self.index.synced() {
+            let counts = self.index.phase_counts();
             for phase in [
                 Phase::Pending,
                 Phase::Mirroring,
                 Phase::Ready,
                 Phase::Failed,
             ] {
-                let count = store
-                    .state()
-                    .iter()
-                    .filter(|m| m.0.as_ref().is_ok_and(|m| m.phase() == phase))
-                    .count();
+                let count = counts.get(&phase).copied().unwrap_or(0);
                 self.mirrors
                     .get_or_create(&PhaseLabel {
                         phase: phase.as_str().to_owned(),
@@ -130,7 +120,7 @@ impl Metrics {
                     .set(i64::try_from(count).unwrap_or(i64::MAX));
             }
             let (mut due, mut scheduled) = (0, 0);
-            for mirror in store.state() {
+            for mirror in self.index.all() {
                 let Ok(mirror) = &mirror.0 else { continue };
                 let status = mirror.status.as_ref();
                 if status.and_then(|s| s.observed_generation) != mirror.metadata.generation {

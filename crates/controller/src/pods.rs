@@ -1,16 +1,15 @@
 //! The Pod side of the controller: the gate releaser (gated Pods, woken by their mirrors) and
 //! backfill (ImageMirrors for Pods admitted while the webhook was down).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -32,19 +31,18 @@ pub async fn run_gate_releaser(
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let controller = Controller::new(pods, watcher::Config::default().labels(names::LABEL_GATED));
     let store = controller.store();
-    let mirrors: Api<DeserializeGuard<ImageMirror>> = Api::all(ctx.client.clone());
+    // Woken by the index after it holds the change: the lookup below reads that change.
+    let woken = ctx.index.changes().flat_map(move |name| {
+        let pods: Vec<ObjectRef<Pod>> = store
+            .state()
+            .into_iter()
+            .filter(|pod| needed_mirrors(&original_images(pod).unwrap_or_default()).contains(&name))
+            .map(|pod| ObjectRef::from_obj(&*pod))
+            .collect();
+        futures::stream::iter(pods)
+    });
     controller
-        .watches(mirrors, watcher::Config::default(), move |mirror| {
-            let name = mirror.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|pod| {
-                    needed_mirrors(&original_images(pod).unwrap_or_default()).contains(&name)
-                })
-                .map(|pod| ObjectRef::from_obj(&*pod))
-                .collect::<Vec<_>>()
-        })
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown)
         .run(reconcile_gated_pod, retry_soon, ctx)
         .for_each(|result| async move {
@@ -69,32 +67,13 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
     if !gated {
         return Ok(Action::await_change());
     }
-    // The reconciler's ImageMirror cache, once synced: no API call per gated Pod.
-    let cache = ctx
-        .mirror_cache
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    // Ready once the reconciler's reflector has listed every mirror. Checked, not awaited:
-    // the store's readiness (kube-runtime's `DelayedInit`, a oneshot with a single waker)
-    // wakes only the last of concurrent waiters, and the reconciler's runner waits on it too;
-    // awaited here, a Pod gated before this replica led was never looked at again.
-    let listed = cache
-        .as_ref()
-        .and_then(|cache| cache.wait_until_ready().now_or_never())
-        .is_some_and(|ready| ready.is_ok());
-    let (Some(cache), true) = (cache, listed) else {
+    // The process's ImageMirror index, once it holds a full list: no API call per gated Pod.
+    if !ctx.index.synced() {
         return Ok(Action::requeue(Duration::from_secs(1)));
-    };
-    let mirrors = needed_mirrors(&original_images(&pod).unwrap_or_default())
-        .into_iter()
-        .map(|name| {
-            let mirror = cache
-                .get(&ObjectRef::new(&name))
-                .and_then(|m| m.0.as_ref().ok().cloned());
-            (name, mirror)
-        })
-        .collect::<BTreeMap<_, _>>();
+    }
+    let mirrors = ctx
+        .index
+        .lookup(&needed_mirrors(&original_images(&pod).unwrap_or_default()));
     let timeout: Duration = ctx.config.webhook.gate_timeout.into();
     let decision = decide(&pod, &mirrors, Timestamp::now(), timeout);
     tracing::debug!(pod = %pod.name_any(), ?decision, "gate releaser");

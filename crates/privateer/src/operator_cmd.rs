@@ -61,10 +61,17 @@ async fn serve(config: Config, parts: Parts) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let image = copy_image(&config);
     let mut probes = Vec::new();
+    // One ImageMirror watch for the whole process: the webhook and the controller read it.
+    let index = privateer_index::MirrorIndex::start(client.clone(), stop.clone());
     let webhook = if parts != Parts::Controller {
         let own = [image.clone()];
-        let webhook =
-            privateer_webhook::Webhook::new(client.clone(), config.clone(), &own, stop.clone());
+        let webhook = privateer_webhook::Webhook::new(
+            client.clone(),
+            config.clone(),
+            &own,
+            index.clone(),
+            stop.clone(),
+        );
         let webhook = Arc::new(Box::pin(webhook).await?);
         probes.push(webhook.probe());
         Some(webhook)
@@ -72,7 +79,7 @@ async fn serve(config: Config, parts: Parts) -> anyhow::Result<()> {
         None
     };
     let controller = if parts != Parts::Webhook {
-        let ctx = privateer_controller::Context::new(client, config.clone(), image);
+        let ctx = privateer_controller::Context::new(client, config.clone(), image, index);
         let ctx = Box::pin(ctx).await?;
         probes.push(ctx.probe());
         Some(ctx)

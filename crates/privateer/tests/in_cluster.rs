@@ -125,6 +125,27 @@ async fn helm_installed_privateer_mirrors_a_deployment_that_then_runs_from_the_m
     })
     .await;
     eprintln!("leader: {holder}");
+    // One ImageMirror watch per process (its index), leader and standby alike: the webhook,
+    // the reconciler, the gate releaser and the metrics all read it.
+    let watches = eventually(30, "one ImageMirror watch per replica", async || {
+        let metrics = client
+            .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+            .await
+            .map_err(|e| e.to_string())?;
+        let watches: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("apiserver_longrunning_requests{"))
+            .filter(|l| l.contains("resource=\"imagemirrors\"") && l.contains("verb=\"WATCH\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if watches == 2.0 {
+            Ok(watches)
+        } else {
+            Err(format!("{watches} watches"))
+        }
+    })
+    .await;
+    assert_eq!(watches, 2.0);
 
     // A Deployment in a watched namespace, and every state its Pod passes through.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");

@@ -56,12 +56,14 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Start the caches (they run until `stop`) and connect to ECR when a rule needs it.
+    /// Start the namespace cache (it runs until `stop`), read mirrors from `mirrors`, and
+    /// connect to ECR when a rule needs it.
     /// `own_images` are privateer's images (any tag), which it never rewrites.
     pub async fn new(
         client: kube::Client,
         config: Config,
         own_images: &[String],
+        mirrors: Arc<privateer_index::MirrorIndex>,
         stop: CancellationToken,
     ) -> Result<Self, Error> {
         let naming = if config.target.registry.is_empty() {
@@ -83,7 +85,12 @@ impl Webhook {
                 None
             };
         let request_timeout: Duration = config.webhook.request_timeout.into();
-        let cluster = Arc::new(mirrors::Cluster::start(client, request_timeout / 3, stop));
+        let cluster = Arc::new(mirrors::Cluster::start(
+            client,
+            mirrors,
+            request_timeout / 3,
+            stop,
+        ));
         let metrics = Arc::new(metrics::Metrics::new());
         let _ = metrics.cluster.set(cluster.clone());
         Ok(Self {

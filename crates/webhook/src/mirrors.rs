@@ -1,5 +1,6 @@
-//! The webhook's view of the cluster: reflector caches of ImageMirrors and of namespace labels
-//! (no API call on the hot path), and the one write it makes: creating missing ImageMirrors.
+//! The webhook's view of the cluster: the process's ImageMirror index and a reflector cache of
+//! namespace labels (no API call on the hot path), and the one write it makes: creating
+//! missing ImageMirrors.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,11 +10,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PartialObjectMeta, PostParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
-use privateer_api::{ImageMirror, Phase, names};
+use privateer_api::{ImageMirror, names};
 use privateer_image::Reference;
+use privateer_index::MirrorIndex;
 use tokio_util::sync::CancellationToken;
 
 use crate::mutate::MirrorView;
@@ -24,13 +25,12 @@ const RECENTLY_CREATED: Duration = Duration::from_secs(60);
 
 pub struct Cluster {
     client: kube::Client,
-    /// Objects that do not deserialize are held as errors: one bad object never stops the watch.
-    mirrors: Store<DeserializeGuard<ImageMirror>>,
+    mirrors: Arc<MirrorIndex>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
     recently_created: Mutex<HashMap<String, Instant>>,
     create_timeout: Duration,
-    /// Each watch has delivered its first full list.
-    synced: [Arc<AtomicBool>; 2],
+    /// The namespace watch has delivered its first full list.
+    namespaces_synced: Arc<AtomicBool>,
 }
 
 /// Why a mirror could not be created.
@@ -42,17 +42,13 @@ pub struct CreateError {
 }
 
 impl Cluster {
-    /// Start the watches; they run until `stop` is cancelled.
-    pub fn start(client: kube::Client, create_timeout: Duration, stop: CancellationToken) -> Self {
-        let (mirrors, writer) = reflector::store();
-        let stream = reflector(
-            writer,
-            watcher(
-                Api::<DeserializeGuard<ImageMirror>>::all(client.clone()),
-                watcher::Config::default().any_semantic(),
-            ),
-        );
-        let mirrors_synced = spawn_watch("ImageMirror", stream, stop.clone());
+    /// Start the namespace watch (it runs until `stop` is cancelled); mirrors come from `mirrors`.
+    pub fn start(
+        client: kube::Client,
+        mirrors: Arc<MirrorIndex>,
+        create_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Self {
         let (namespaces, writer) = reflector::store();
         let stream = reflector(
             writer,
@@ -68,18 +64,17 @@ impl Cluster {
             namespaces,
             recently_created: Mutex::new(HashMap::new()),
             create_timeout,
-            synced: [mirrors_synced, namespaces_synced],
+            namespaces_synced,
         }
     }
 
     /// Ready once both caches hold a full list.
     pub fn synced(&self) -> bool {
-        self.synced.iter().all(|s| s.load(Ordering::Relaxed))
+        self.mirrors.synced() && self.namespaces_synced.load(Ordering::Relaxed)
     }
 
     pub fn mirror(&self, name: &str) -> Option<MirrorView> {
-        let mirror = self.mirrors.get(&ObjectRef::new(name))?;
-        let m = mirror.0.as_ref().ok()?;
+        let m = self.mirrors.get(name)?;
         Some(MirrorView {
             phase: m.phase(),
             target_image: m.status.as_ref().and_then(|s| s.target_image.clone()),
@@ -167,10 +162,7 @@ impl Cluster {
     pub async fn wait_settled(&self, names: &[String], timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let settled = names.iter().all(|name| {
-                self.mirror(name)
-                    .is_some_and(|m| matches!(m.phase, Phase::Ready | Phase::Failed))
-            });
+            let settled = self.mirrors.settled(names);
             if settled {
                 return true;
             }

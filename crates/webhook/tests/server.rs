@@ -60,7 +60,8 @@ async fn start(config: Config) -> Server {
     let unreachable = format!("https://127.0.0.1:{}", free_port().unwrap());
     let client = kube::Client::try_from(kube::Config::new(unreachable.parse().unwrap())).unwrap();
     let stop = CancellationToken::new();
-    let webhook = Webhook::new(client, config, &[], stop.clone())
+    let index = privateer_index::MirrorIndex::start(client.clone(), stop.clone());
+    let webhook = Webhook::new(client, config, &[], index, stop.clone())
         .await
         .unwrap();
     let metrics_addr = privateer_health::serve("127.0.0.1:0", vec![webhook.probe()], stop.clone())

@@ -1,0 +1,203 @@
+//! The one ImageMirror index of a privateer process: a single watch feeds it, and every part
+//! that needs mirrors reads it — the webhook's lookups, the reconciler (its objects and its
+//! triggers), the gate releaser's "are these mirrors settled", the metrics' counts. A change
+//! is announced only after the index holds it, so whoever is woken by a change reads that
+//! change (two caches fed by two watches could disagree for a moment, and a Pod woken by one
+//! and judged by the other stayed gated).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{Stream, StreamExt};
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{ObjectRef, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use privateer_api::{ImageMirror, Phase};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// An ImageMirror as the index holds it: one that does not deserialize is kept as the error,
+/// so one bad object never stops the watch.
+pub type Entry = DeserializeGuard<ImageMirror>;
+
+/// Announcements buffered per reader; one that falls further behind is told to look at all.
+const CHANGES_BUFFER: usize = 1024;
+
+#[derive(Clone, Debug)]
+enum Change {
+    /// This mirror was created or changed (the index holds the new version).
+    Applied(String),
+    /// The index was (re)filled from a full list: any mirror may have changed.
+    Resynced,
+}
+
+/// The index; cheap to share (`Arc`).
+pub struct MirrorIndex {
+    store: Store<Entry>,
+    synced: AtomicBool,
+    changes: broadcast::Sender<Change>,
+}
+
+/// What feeds the index: the watch, or a test's `apply`/`delete`.
+pub struct IndexWriter {
+    writer: Writer<Entry>,
+    index: Arc<MirrorIndex>,
+}
+
+impl MirrorIndex {
+    /// An empty index and its writer.
+    pub fn new() -> (Arc<Self>, IndexWriter) {
+        let writer = Writer::default();
+        let index = Arc::new(Self {
+            store: writer.as_reader(),
+            synced: AtomicBool::new(false),
+            changes: broadcast::channel(CHANGES_BUFFER).0,
+        });
+        let writer = IndexWriter {
+            writer,
+            index: index.clone(),
+        };
+        (index, writer)
+    }
+
+    /// The index fed by a watch of every ImageMirror, until `stop`.
+    pub fn start(client: kube::Client, stop: CancellationToken) -> Arc<Self> {
+        let (index, mut writer) = Self::new();
+        let api: Api<Entry> = Api::all(client);
+        let mut events = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .boxed();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    event = events.next() => match event {
+                        Some(Ok(event)) => writer.apply_event(&event),
+                        Some(Err(e)) => tracing::warn!("ImageMirror watch: {e}"),
+                        None => break,
+                    },
+                }
+            }
+        });
+        index
+    }
+
+    /// Holds a full list (the first one has arrived).
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The kube-runtime store behind the index (for a `Controller` driven by [`Self::changes`]).
+    pub fn store(&self) -> Store<Entry> {
+        self.store.clone()
+    }
+
+    /// The mirror named `name`, when it exists and deserializes.
+    pub fn get(&self, name: &str) -> Option<ImageMirror> {
+        let entry = self.store.get(&ObjectRef::new(name))?;
+        entry.0.as_ref().ok().cloned()
+    }
+
+    /// Each of `names` with its mirror (`None`: missing or not deserializable).
+    pub fn lookup<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeMap<String, Option<ImageMirror>> {
+        names
+            .into_iter()
+            .map(|name| (name.clone(), self.get(name)))
+            .collect()
+    }
+
+    /// Every named mirror exists and is Ready or Failed.
+    pub fn settled(&self, names: &[String]) -> bool {
+        names.iter().all(|name| {
+            self.get(name)
+                .is_some_and(|m| matches!(m.phase(), Phase::Ready | Phase::Failed))
+        })
+    }
+
+    /// How many mirrors are in each phase (those that do not deserialize are not counted).
+    pub fn phase_counts(&self) -> HashMap<Phase, usize> {
+        let mut counts = HashMap::new();
+        for entry in self.store.state() {
+            if let Ok(mirror) = &entry.0 {
+                *counts.entry(mirror.phase()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// Every mirror the index holds.
+    pub fn all(&self) -> Vec<Arc<Entry>> {
+        self.store.state()
+    }
+
+    /// From now on, the names of the mirrors that change, each announced after the index holds
+    /// the change; after a (re)list, or when this reader fell behind, every name. Deletions are
+    /// not announced: readers find the mirror gone when they look.
+    pub fn changes(self: &Arc<Self>) -> impl Stream<Item = String> + Send + 'static {
+        let receiver = self.changes.subscribe();
+        let index = self.clone();
+        futures::stream::unfold(receiver, move |mut receiver| {
+            let index = index.clone();
+            async move {
+                let names: Vec<String> = match receiver.recv().await {
+                    Ok(Change::Applied(name)) => vec![name],
+                    Ok(Change::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        index.all().iter().filter_map(|e| name_of(e)).collect()
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((futures::stream::iter(names), receiver))
+            }
+        })
+        .flatten()
+    }
+}
+
+fn name_of(entry: &Entry) -> Option<String> {
+    use kube::Resource;
+    entry.meta().name.clone()
+}
+
+impl IndexWriter {
+    /// Applies one watch event, then announces it.
+    pub fn apply_event(&mut self, event: &watcher::Event<Entry>) {
+        self.writer.apply_watcher_event(event);
+        let change = match event {
+            watcher::Event::Apply(entry) => name_of(entry).map(Change::Applied),
+            watcher::Event::InitDone => {
+                self.index.synced.store(true, Ordering::Release);
+                Some(Change::Resynced)
+            }
+            watcher::Event::Delete(_) | watcher::Event::Init | watcher::Event::InitApply(_) => None,
+        };
+        if let Some(change) = change {
+            // No reader yet is fine: each reader starts from the index as it is.
+            let _ = self.index.changes.send(change);
+        }
+    }
+
+    /// A created or changed mirror (for tests and callers without a watch).
+    pub fn apply(&mut self, mirror: ImageMirror) {
+        self.apply_event(&watcher::Event::Apply(DeserializeGuard(Ok(mirror))));
+    }
+
+    /// A deleted mirror.
+    pub fn delete(&mut self, mirror: ImageMirror) {
+        self.apply_event(&watcher::Event::Delete(DeserializeGuard(Ok(mirror))));
+    }
+
+    /// A full list, as a watch delivers one when it (re)starts: the index holds exactly
+    /// `mirrors` and is synced.
+    pub fn list(&mut self, mirrors: Vec<ImageMirror>) {
+        self.apply_event(&watcher::Event::Init);
+        for mirror in mirrors {
+            self.apply_event(&watcher::Event::InitApply(DeserializeGuard(Ok(mirror))));
+        }
+        self.apply_event(&watcher::Event::InitDone);
+    }
+}
