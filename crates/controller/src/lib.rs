@@ -5,6 +5,7 @@
 //! by their mirror) wake it when they finish. The reconciler (`reconcile.rs`) reads as a
 //! pipeline; decisions that need no I/O live in `plan.rs` and `status.rs`.
 
+mod decide;
 mod events;
 mod finalize;
 mod gate;

@@ -1,5 +1,5 @@
-//! The ImageMirror reconciler, as a pipeline: plan → resolve the source digest → is the target
-//! already there → ensure the repository → copy (a Job) → status. Each step is idempotent; the
+//! The ImageMirror reconciler: plan, `stage` (look at all?), observe the source digest and the
+//! target facts, `decide` (pure), act — ensure the repository, copy (a Job or inline), status. Each step is idempotent; the
 //! status on the object is the memory (attempts, next retry), so a restarted controller picks
 //! up where the last one stopped.
 
@@ -11,13 +11,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
+use privateer_api::ImageMirror;
 use privateer_api::config::CopyExecutor;
-use privateer_api::{ImageMirror, Phase};
 use privateer_ecr::{
     Answer, ImageId, RegistryAccess, RepositoryFacts, TargetError, TargetProvider,
 };
 use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 
+use crate::decide::{Observed, Resolved, Step, decide, moved_upstream};
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
@@ -27,9 +28,6 @@ use crate::{Context, Error};
 
 #[tracing::instrument(skip_all, fields(mirror = %mirror.name_any()))]
 pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let status = mirror.status.clone().unwrap_or_default();
-    let same_generation = status.observed_generation == mirror.metadata.generation;
-
     if let Some(action) = crate::finalize::finalize(&ctx, &mirror).await? {
         return Ok(action);
     }
@@ -47,87 +45,127 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
         refresh,
         SystemTime::now(),
     ) {
-        Stage::Wait(wait) => return Ok(Action::requeue(wait)),
-        Stage::AwaitChange => return Ok(Action::await_change()),
-        Stage::WatchJob { digest } => {
-            return match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
-                JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
-                JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
-            };
+        Stage::Wait(wait) => Ok(Action::requeue(wait)),
+        Stage::AwaitChange => Ok(Action::await_change()),
+        Stage::WatchJob { digest } => match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
+            JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
+            JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
+        },
+        Stage::Run => {
+            let (source, observed) = observe(&ctx, &mirror, &plan).await?;
+            let step = decide(&mirror, &plan, &observed);
+            act(&ctx, &mirror, &plan, &source, step).await
         }
-        Stage::Run => {}
     }
+}
 
-    let source = source_image(&ctx, &mirror, &plan).await?;
-    let digest = match privateer_registry::resolve(&source, &ctx.copy_options).await {
-        Ok(Some(digest)) => digest,
-        Ok(None) => {
+/// What `decide` needs: the source digest now, and the target facts the decision turns on
+/// (asked only when they matter, as each is an API call).
+async fn observe(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+) -> Result<(Image, Observed), Error> {
+    let source = source_image(ctx, mirror, plan).await?;
+    let resolved = match privateer_registry::resolve(&source, &ctx.copy_options).await {
+        Ok(Some(digest)) => Resolved::Found(digest),
+        Ok(None) => Resolved::Missing,
+        Err(e) => Resolved::Unreachable {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        },
+    };
+    let mut observed = Observed {
+        source: resolved,
+        tag_immutable: None,
+        target_digest: None,
+    };
+    let Resolved::Found(digest) = &observed.source else {
+        return Ok((source, observed));
+    };
+    let repository = plan.target.path();
+    if moved_upstream(mirror, digest) {
+        observed.tag_immutable = match ctx.provider.repository_facts(repository).await {
+            Answer::Known(RepositoryFacts::Present { tag_immutable, .. }) => Some(tag_immutable),
+            _ => None,
+        };
+    }
+    if plan.platforms.is_empty() && observed.tag_immutable != Some(true) {
+        let at = match plan.target.effective_tag() {
+            Some(tag) => ImageId::Tag(tag.to_owned()),
+            None => ImageId::Digest(digest.clone()),
+        };
+        // A failed lookup is not fatal: the copy finds out itself, cheaply.
+        observed.target_digest = ctx
+            .provider
+            .manifest_digest(repository, &at)
+            .await
+            .ok()
+            .flatten();
+    }
+    Ok((source, observed))
+}
+
+/// Carries out one step; the status written and the requeue come from the same outcome.
+async fn act(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    source: &Image,
+    step: Step,
+) -> Result<Action, Error> {
+    match step {
+        Step::SourceNotFound => {
             let outcome = Outcome::Permanent {
                 reason: "SourceNotFound".into(),
                 message: format!("{} does not exist in its registry", plan.source),
             };
-            write_status(&ctx, &mirror, outcome).await?;
-            return Ok(Action::await_change());
+            write_status(ctx, mirror, outcome).await?;
+            Ok(Action::await_change())
         }
-        Err(e) => return fail(&ctx, &mirror, e.is_transient(), "SourceUnavailable", e).await,
-    };
+        Step::SourceUnavailable { transient, message } => {
+            fail(ctx, mirror, transient, "SourceUnavailable", message).await
+        }
+        Step::KeepOldDigest { digest, message } => {
+            let status = mirror.status.clone().unwrap_or_default();
+            apply_status(ctx, mirror, tag_moved(mirror, &status, &digest, &message)).await?;
+            Ok(requeue_for_refresh(ctx, mirror))
+        }
+        Step::UpToDate { digest } => {
+            let outcome = Outcome::Ready(ready(plan, &digest, CopyOutcome::up_to_date(&digest)));
+            write_status(ctx, mirror, outcome).await?;
+            Ok(requeue_for_refresh(ctx, mirror))
+        }
+        Step::Copy { digest } => copy(ctx, mirror, plan, source, &digest).await,
+    }
+}
 
-    let repository = plan.target.path().to_owned();
-    let tag = plan.target.effective_tag().map(str::to_owned);
-    // A refresh found the tag moved upstream: an immutable target tag cannot follow it.
-    let moved = same_generation
-        && mirror.phase() == Phase::Ready
-        && status
-            .source_digest
-            .as_deref()
-            .is_some_and(|old| old != digest);
-    if moved
-        && let Answer::Known(RepositoryFacts::Present {
-            tag_immutable: true,
-            ..
-        }) = ctx.provider.repository_facts(&repository).await
-    {
-        let message = format!(
-            "the target repository {repository} has immutable tags, so the mirror keeps the old digest; declare an ImageMirror for a new tag or pin the source by digest"
-        );
-        let moved = tag_moved(&mirror, &status, &digest, &message);
-        apply_status(&ctx, &mirror, moved).await?;
-        return Ok(requeue_for_refresh(&ctx, &mirror));
-    }
-    if plan.platforms.is_empty() {
-        let at = match &tag {
-            Some(tag) => ImageId::Tag(tag.clone()),
-            None => ImageId::Digest(digest.clone()),
-        };
-        // A failed lookup is not fatal: the copy finds out itself, cheaply.
-        if let Ok(Some(present)) = ctx.provider.manifest_digest(&repository, &at).await
-            && present == digest
-        {
-            let outcome = Outcome::Ready(ready(&plan, &digest, CopyOutcome::up_to_date(&digest)));
-            write_status(&ctx, &mirror, outcome).await?;
-            return Ok(requeue_for_refresh(&ctx, &mirror));
-        }
-    }
-    let ensured = match ctx.provider.ensure_repository(&repository).await {
+/// Ensure the repository, then copy inline or through the copy Job.
+async fn copy(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    source: &Image,
+    digest: &str,
+) -> Result<Action, Error> {
+    let ensured = match ctx.provider.ensure_repository(plan.target.path()).await {
         Ok(ensured) => ensured,
-        Err(e) => return fail(&ctx, &mirror, e.is_transient(), "RepositoryFailed", e).await,
+        Err(e) => return fail(ctx, mirror, e.is_transient(), "RepositoryFailed", e).await,
     };
-    let drift: Vec<String> = ensured.drift.iter().map(ToString::to_string).collect();
-
     if ctx.config.copy.executor == CopyExecutor::Inline {
-        return copy_inline(&ctx, &mirror, &plan, &source, &digest).await;
+        return copy_inline(ctx, mirror, plan, source, digest).await;
     }
-    match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
+    match run_copy_job(ctx, mirror, plan, digest).await? {
         JobState::Running(job) => {
             let outcome = Outcome::Mirroring {
                 job,
-                digest: digest.clone(),
-                drift,
+                digest: digest.to_owned(),
+                drift: ensured.drift.iter().map(ToString::to_string).collect(),
             };
-            write_status(&ctx, &mirror, outcome).await?;
+            write_status(ctx, mirror, outcome).await?;
             Ok(Action::requeue(Duration::from_secs(60)))
         }
-        JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
+        JobState::Done(result) => finish_copy(ctx, mirror, plan, digest, *result).await,
     }
 }
 
