@@ -26,6 +26,9 @@ mod side;
 mod verify;
 mod wire;
 
+/// How a registry's error body is read into messages (public for the fuzz target).
+pub use wire::envelope as error_envelope;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};

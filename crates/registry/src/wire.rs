@@ -232,9 +232,9 @@ pub(crate) fn host_port(url: &reqwest::Url) -> String {
     }
 }
 
-/// The first error of an OCI error envelope: its code, message and detail, cut short and
-/// printable.
-fn envelope(body: &[u8]) -> Option<(String, String, Option<String>)> {
+/// The first error of an OCI error envelope: its code (at most 64 characters), message and
+/// detail (at most 300 each), without control characters.
+pub fn envelope(body: &[u8]) -> Option<(String, String, Option<String>)> {
     #[derive(serde::Deserialize)]
     struct Envelope {
         errors: Vec<Entry>,
