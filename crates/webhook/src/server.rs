@@ -131,38 +131,12 @@ async fn handle(
     limits: &Limits,
     in_flight: &Semaphore,
 ) -> Response<Full<Bytes>> {
-    let endpoint: &'static str = match request.uri().path() {
-        "/mutate" => "mutate",
-        "/validate" => "validate",
-        "/image-policy" => "image-policy",
-        _ => {
-            return plain(
-                StatusCode::NOT_FOUND,
-                "not found: privateer serves /mutate, /validate and /image-policy",
-            );
-        }
+    let endpoint = match route(&request) {
+        Ok(endpoint) => endpoint,
+        Err((status, text)) => return plain(status, text),
     };
-    if request.method() != Method::POST {
-        return plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "POST an AdmissionReview or ImageReview",
-        );
-    }
     let work = async {
-        let body = Limited::new(request.into_body(), limits.max_body_bytes);
-        let bytes = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err((
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "request body larger than webhook.maxBodyBytes ({} bytes)",
-                        limits.max_body_bytes
-                    ),
-                ));
-            }
-            Err(e) => return Err((StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
-        };
+        let bytes = read_body(request, limits).await?;
         let _slot = in_flight
             .acquire()
             .await
@@ -175,28 +149,10 @@ async fn handle(
         };
         Ok((answered, started))
     };
-    let (status, body, outcome, started) =
-        match tokio::time::timeout(limits.request_timeout, work).await {
-            Ok(Ok((Ok(Answered { body, outcome }), started))) => {
-                (StatusCode::OK, body, outcome, Some(started))
-            }
-            Ok(Ok((Err(BadRequest(problem)), started))) => (
-                StatusCode::BAD_REQUEST,
-                message(&problem),
-                "badRequest",
-                Some(started),
-            ),
-            Ok(Err((status, problem))) => (status, message(&problem), "badRequest", None),
-            Err(_) => (
-                StatusCode::REQUEST_TIMEOUT,
-                message(&format!(
-                    "no answer within webhook.requestTimeout ({:?})",
-                    limits.request_timeout
-                )),
-                "timeout",
-                None,
-            ),
-        };
+    let (status, body, outcome, started) = settle(
+        tokio::time::timeout(limits.request_timeout, work).await,
+        limits,
+    );
     // Latency is the answer's, from a whole body: a body that never arrived has none.
     let seconds = started.map(|s| s.elapsed().as_secs_f64());
     webhook.metrics.request(endpoint, outcome, seconds);
@@ -207,6 +163,77 @@ async fn handle(
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// The endpoint a request is for, or the answer to a wrong path or method.
+fn route(request: &Request<Incoming>) -> Result<&'static str, (StatusCode, &'static str)> {
+    let endpoint = match request.uri().path() {
+        "/mutate" => "mutate",
+        "/validate" => "validate",
+        "/image-policy" => "image-policy",
+        _ => {
+            return Err((
+                StatusCode::NOT_FOUND,
+                "not found: privateer serves /mutate, /validate and /image-policy",
+            ));
+        }
+    };
+    if request.method() != Method::POST {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST an AdmissionReview or ImageReview",
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// The whole body, at most `webhook.maxBodyBytes`.
+async fn read_body(
+    request: Request<Incoming>,
+    limits: &Limits,
+) -> Result<Bytes, (StatusCode, String)> {
+    let body = Limited::new(request.into_body(), limits.max_body_bytes);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body larger than webhook.maxBodyBytes ({} bytes)",
+                limits.max_body_bytes
+            ),
+        )),
+        Err(e) => Err((StatusCode::BAD_REQUEST, format!("reading the body: {e}"))),
+    }
+}
+
+type Worked = Result<(Result<Answered, BadRequest>, Instant), (StatusCode, String)>;
+
+/// What the answer is: status, body, the outcome label and when the work started.
+fn settle(
+    worked: Result<Worked, tokio::time::error::Elapsed>,
+    limits: &Limits,
+) -> (StatusCode, Vec<u8>, &'static str, Option<Instant>) {
+    match worked {
+        Ok(Ok((Ok(Answered { body, outcome }), started))) => {
+            (StatusCode::OK, body, outcome, Some(started))
+        }
+        Ok(Ok((Err(BadRequest(problem)), started))) => (
+            StatusCode::BAD_REQUEST,
+            message(&problem),
+            "badRequest",
+            Some(started),
+        ),
+        Ok(Err((status, problem))) => (status, message(&problem), "badRequest", None),
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            message(&format!(
+                "no answer within webhook.requestTimeout ({:?})",
+                limits.request_timeout
+            )),
+            "timeout",
+            None,
+        ),
+    }
 }
 
 fn message(problem: &str) -> Vec<u8> {
