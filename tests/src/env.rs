@@ -166,24 +166,7 @@ impl TestEnv {
             .find(|p| p.name() == "kube-apiserver")
             .context("no API server started")?;
         server.restart()?;
-        let client = self.client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let ready = client
-                .request_text(http::Request::get("/readyz").body(Vec::new())?)
-                .await
-                .is_ok_and(|body| body.trim() == "ok");
-            if ready {
-                return Ok(());
-            }
-            for process in &mut self.processes {
-                process.check_alive()?;
-            }
-            if Instant::now() > deadline {
-                bail!("kube-apiserver not ready 60 s after its restart");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(&self.client(), &mut self.processes).await
     }
 
     /// Kills the node's containerd and starts it again (running containers keep running under

@@ -31,6 +31,14 @@ pub fn client_config(ca_pems: &[&str]) -> anyhow::Result<Arc<rustls::ClientConfi
     Ok(Arc::new(config))
 }
 
+/// The DER of the first certificate in `pem` (to compare with [`Connection::server_cert`]).
+pub fn certificate_der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    let cert = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .context("no certificate in the PEM")??;
+    Ok(cert.to_vec())
+}
+
 /// One keep-alive HTTPS connection.
 pub struct Connection {
     sender: SendRequest<Full<Bytes>>,

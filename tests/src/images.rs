@@ -228,7 +228,19 @@ impl Image {
         name: &str,
         cmd: &[&str],
     ) -> anyhow::Result<Self> {
-        let layers = [crate::rootfs::busybox()?, crate::rootfs::identity(name)?];
+        Self::busybox_with(format, platform, name, cmd, Vec::new())
+    }
+
+    /// The same with `extra` layers on top.
+    pub fn busybox_with(
+        format: Format,
+        platform: &str,
+        name: &str,
+        cmd: &[&str],
+        extra: Vec<crate::rootfs::Layer>,
+    ) -> anyhow::Result<Self> {
+        let mut layers = vec![crate::rootfs::busybox()?, crate::rootfs::identity(name)?];
+        layers.extend(extra);
         Self::runnable(
             format,
             platform,
@@ -264,16 +276,10 @@ impl Pusher {
         bytes: usize,
     ) -> anyhow::Result<String> {
         let name = format!("{repository}:{tag}");
-        let payload = layer(bytes as u64, bytes).data.to_vec();
-        let layers = [
-            crate::rootfs::busybox()?,
-            crate::rootfs::identity(&name)?,
-            crate::rootfs::Files::new()
-                .file("/payload", 0o644, payload)
-                .layer()?,
-        ];
-        let config = json!({"Cmd": cmd, "Env": ["PATH=/bin"], "WorkingDir": "/"});
-        let image = Image::runnable(Format::Oci, "linux/amd64", &layers, config)?;
+        let payload = crate::rootfs::Files::new()
+            .file("/payload", 0o644, layer(bytes as u64, bytes).data.to_vec())
+            .layer()?;
+        let image = Image::busybox_with(Format::Oci, "linux/amd64", &name, cmd, vec![payload])?;
         self.push_image(registry, repository, tag, &image).await
     }
 }

@@ -48,7 +48,9 @@ pub enum Step {
 
 /// Was this mirror Ready (under its current spec) with another digest than the source has now?
 pub fn moved_upstream(mirror: &ImageMirror, digest: &str) -> bool {
-    let status = mirror.status.clone().unwrap_or_default();
+    let Some(status) = &mirror.status else {
+        return false;
+    };
     status.observed_generation == mirror.metadata.generation
         && mirror.phase() == Phase::Ready
         && status

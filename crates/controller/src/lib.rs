@@ -34,7 +34,7 @@ use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
 use privateer_image::TargetNaming;
-use privateer_index::MirrorIndex;
+use privateer_index::{Changed, MirrorIndex};
 use privateer_registry::{CopyOptions, Credentials, Limits, Redirects, Timeouts, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -255,11 +255,19 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         names::COMPONENT_VALUE
     ));
     let index = ctx.index.clone();
+    // Subscribed before the snapshot, so nothing falls between them.
     let changes = index.changes();
     let triggers = futures::stream::iter(index.all())
-        .chain(changes.filter_map(move |name| {
-            let entry = index.store().get(&ObjectRef::new(&name));
-            futures::future::ready(entry)
+        .chain(changes.flat_map(move |changed| {
+            let entries = match changed {
+                Changed::Mirror(name) => index
+                    .store()
+                    .get(&ObjectRef::new(&name))
+                    .into_iter()
+                    .collect(),
+                Changed::All => index.all(),
+            };
+            futures::stream::iter(entries)
         }))
         .map(|entry| Ok((*entry).clone()));
     let controller = Controller::for_stream(triggers, ctx.index.store());

@@ -105,29 +105,33 @@ impl Metrics {
     /// The exposition text, with the phase gauges refreshed from the cache.
     pub fn render(&self) -> String {
         if self.leading.load(Ordering::Relaxed) && self.index.synced() {
-            let counts = self.index.phase_counts();
-            for phase in [
+            // One pass over the index for the phase gauges and the queue depth.
+            let phases = [
                 Phase::Pending,
                 Phase::Mirroring,
                 Phase::Ready,
                 Phase::Failed,
-            ] {
-                let count = counts.get(&phase).copied().unwrap_or(0);
-                self.mirrors
-                    .get_or_create(&PhaseLabel {
-                        phase: phase.as_str().to_owned(),
-                    })
-                    .set(i64::try_from(count).unwrap_or(i64::MAX));
-            }
+            ];
+            let mut counts = [0usize; 4];
             let (mut due, mut scheduled) = (0, 0);
             for mirror in self.index.all() {
                 let Ok(mirror) = &mirror.0 else { continue };
+                if let Some(i) = phases.iter().position(|p| *p == mirror.phase()) {
+                    counts[i] += 1;
+                }
                 let status = mirror.status.as_ref();
                 if status.and_then(|s| s.observed_generation) != mirror.metadata.generation {
                     due += 1;
                 } else if status.is_some_and(|s| s.next_retry_time.is_some()) {
                     scheduled += 1;
                 }
+            }
+            for (phase, count) in phases.iter().zip(counts) {
+                self.mirrors
+                    .get_or_create(&PhaseLabel {
+                        phase: phase.as_str().to_owned(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
             }
             for (state, count) in [("due", due), ("scheduled", scheduled)] {
                 self.queue.get_or_create(&QueueLabel { state }).set(count);

@@ -20,6 +20,8 @@ use privateer_image::{Reference, object_name};
 
 use privateer_api::pod::{Around, mirrored_images, original_images};
 
+use privateer_index::Changed;
+
 use crate::gate::{GateAction, decide, needed_mirrors, release_patch};
 use crate::{Context, Error};
 
@@ -31,12 +33,18 @@ pub async fn run_gate_releaser(
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let controller = Controller::new(pods, watcher::Config::default().labels(names::LABEL_GATED));
     let store = controller.store();
-    // Woken by the index after it holds the change: the lookup below reads that change.
-    let woken = ctx.index.changes().flat_map(move |name| {
+    // Woken by the index after it holds the change: the lookup below reads that change. After
+    // a relist, every gated Pod once (not once per mirror).
+    let woken = ctx.index.changes().flat_map(move |changed| {
         let pods: Vec<ObjectRef<Pod>> = store
             .state()
             .into_iter()
-            .filter(|pod| needed_mirrors(&original_images(pod).unwrap_or_default()).contains(&name))
+            .filter(|pod| match &changed {
+                Changed::Mirror(name) => {
+                    needed_mirrors(&original_images(pod).unwrap_or_default()).contains(name)
+                }
+                Changed::All => true,
+            })
             .map(|pod| ObjectRef::from_obj(&*pod))
             .collect();
         futures::stream::iter(pods)

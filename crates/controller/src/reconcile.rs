@@ -1,7 +1,7 @@
 //! The ImageMirror reconciler: plan, `stage` (look at all?), observe the source digest and the
-//! target facts, `decide` (pure), act — ensure the repository, copy (a Job or inline), status. Each step is idempotent; the
-//! status on the object is the memory (attempts, next retry), so a restarted controller picks
-//! up where the last one stopped.
+//! target facts, `decide` (pure), act — ensure the repository, copy (a Job or inline), status.
+//! Each step is idempotent; the status on the object is the memory (attempts, next retry), so
+//! a restarted controller picks up where the last one stopped.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -5,7 +5,7 @@
 //! change (two caches fed by two watches could disagree for a moment, and a Pod woken by one
 //! and judged by the other stayed gated).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -94,10 +94,16 @@ impl MirrorIndex {
         self.store.clone()
     }
 
-    /// The mirror named `name`, when it exists and deserializes.
-    pub fn get(&self, name: &str) -> Option<ImageMirror> {
+    /// `f` of the mirror named `name`, when it exists and deserializes: what the admission hot
+    /// path reads, without copying the object.
+    pub fn read<R>(&self, name: &str, f: impl FnOnce(&ImageMirror) -> R) -> Option<R> {
         let entry = self.store.get(&ObjectRef::new(name))?;
-        entry.0.as_ref().ok().cloned()
+        entry.0.as_ref().ok().map(f)
+    }
+
+    /// A copy of the mirror named `name`, when it exists and deserializes.
+    pub fn get(&self, name: &str) -> Option<ImageMirror> {
+        self.read(name, Clone::clone)
     }
 
     /// Each of `names` with its mirror (`None`: missing or not deserializable).
@@ -114,20 +120,9 @@ impl MirrorIndex {
     /// Every named mirror exists and is Ready or Failed.
     pub fn settled(&self, names: &[String]) -> bool {
         names.iter().all(|name| {
-            self.get(name)
-                .is_some_and(|m| matches!(m.phase(), Phase::Ready | Phase::Failed))
+            self.read(name, |m| matches!(m.phase(), Phase::Ready | Phase::Failed))
+                .unwrap_or(false)
         })
-    }
-
-    /// How many mirrors are in each phase (those that do not deserialize are not counted).
-    pub fn phase_counts(&self) -> HashMap<Phase, usize> {
-        let mut counts = HashMap::new();
-        for entry in self.store.state() {
-            if let Ok(mirror) = &entry.0 {
-                *counts.entry(mirror.phase()).or_default() += 1;
-            }
-        }
-        counts
     }
 
     /// Every mirror the index holds.
@@ -135,27 +130,28 @@ impl MirrorIndex {
         self.store.state()
     }
 
-    /// From now on, the names of the mirrors that change, each announced after the index holds
-    /// the change; after a (re)list, or when this reader fell behind, every name. Deletions are
+    /// From now on, each change, announced after the index holds it: the name of a created or
+    /// changed mirror, or `All` after a (re)list or when this reader fell behind. Deletions are
     /// not announced: readers find the mirror gone when they look.
-    pub fn changes(self: &Arc<Self>) -> impl Stream<Item = String> + Send + 'static {
-        let receiver = self.changes.subscribe();
-        let index = self.clone();
-        futures::stream::unfold(receiver, move |mut receiver| {
-            let index = index.clone();
-            async move {
-                let names: Vec<String> = match receiver.recv().await {
-                    Ok(Change::Applied(name)) => vec![name],
-                    Ok(Change::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        index.all().iter().filter_map(|e| name_of(e)).collect()
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                Some((futures::stream::iter(names), receiver))
-            }
+    pub fn changes(&self) -> impl Stream<Item = Changed> + Send + 'static {
+        futures::stream::unfold(self.changes.subscribe(), |mut receiver| async move {
+            let changed = match receiver.recv().await {
+                Ok(Change::Applied(name)) => Changed::Mirror(name),
+                Ok(Change::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => Changed::All,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((changed, receiver))
         })
-        .flatten()
     }
+}
+
+/// What a reader of [`MirrorIndex::changes`] is told.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Changed {
+    /// This mirror was created or changed.
+    Mirror(String),
+    /// Any mirror may have changed: look at all of them once.
+    All,
 }
 
 fn name_of(entry: &Entry) -> Option<String> {

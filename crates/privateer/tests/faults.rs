@@ -8,11 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use privateer_api::{ImageMirror, Phase, names};
 use privateer_e2e::TestEnv;
 use privateer_e2e::node::NODE_IP;
 use privateer_e2e::throttle::Throttle;
@@ -20,7 +18,6 @@ use serde_json::json;
 
 mod common;
 use common::installed::*;
-use common::mirror_name;
 
 const APPS: &str = "apps";
 const IMAGE: &str = "slow:1.0";
@@ -76,18 +73,9 @@ async fn slow_copy_running(test: &str) -> Option<(TestEnv, Throttle, Pod)> {
     Some((env, throttle, pod))
 }
 
-async fn copy_jobs(env: &TestEnv) -> Vec<Job> {
-    let label = format!("{}={}", names::LABEL_IMAGE_MIRROR, mirror_name(IMAGE));
-    Api::<Job>::namespaced(env.client(), NAMESPACE)
-        .list(&ListParams::default().labels(&label))
-        .await
-        .unwrap()
-        .items
-}
-
 async fn copy_pods(env: &TestEnv) -> Vec<Pod> {
     let mut pods = Vec::new();
-    for job in copy_jobs(env).await {
+    for job in copy_jobs(env, IMAGE).await {
         let label = format!("job-name={}", job.metadata.name.unwrap());
         pods.extend(
             Api::<Pod>::namespaced(env.client(), NAMESPACE)
@@ -159,19 +147,8 @@ fn target_tags(env: &TestEnv) -> Vec<String> {
 
 /// Nothing lost: the mirror Ready, one Job for it, the Pod released and Running from it.
 async fn nothing_lost(env: &TestEnv) {
-    let mirrors: Api<ImageMirror> = Api::all(env.client());
-    let mirror = eventually(120, "the mirror is Ready", async || {
-        let mirror = mirrors
-            .get(&mirror_name(IMAGE))
-            .await
-            .map_err(|e| e.to_string())?;
-        match mirror.phase() {
-            Phase::Ready => Ok(mirror),
-            _ => Err(format!("{:?}", mirror.status)),
-        }
-    })
-    .await;
-    let jobs = copy_jobs(env).await;
+    let mirror = mirror_ready(env, IMAGE, 120).await;
+    let jobs = copy_jobs(env, IMAGE).await;
     assert_eq!(
         jobs.len(),
         1,
@@ -276,7 +253,7 @@ async fn killing_the_copy_container_mid_blob_retries_without_a_partial_manifest(
         "a manifest before the copy finished: {tags:?}"
     );
     nothing_lost(&env).await;
-    let job = copy_jobs(&env).await.remove(0);
+    let job = copy_jobs(&env, IMAGE).await.remove(0);
     let status = job.status.unwrap();
     assert_eq!(status.succeeded, Some(1), "{status:?}");
     assert!(
@@ -293,7 +270,7 @@ async fn restarting_containerd_mid_copy_keeps_the_copy_running() {
     env.restart_containerd().await.unwrap();
     nothing_lost(&env).await;
     // The copy Pod ran through: its container survived under its shim.
-    let job = copy_jobs(&env).await.remove(0);
+    let job = copy_jobs(&env, IMAGE).await.remove(0);
     let status = job.status.unwrap();
     assert_eq!(status.succeeded, Some(1), "{status:?}");
     assert_eq!(status.failed.unwrap_or(0), 0, "{status:?}");

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use privateer_api::{ImageMirror, ImageMirrorSpec, Phase, names};
+use privateer_api::{ImageMirror, ImageMirrorSpec};
 use privateer_e2e::TestEnv;
+use privateer_e2e::node::network::run;
 use serde_json::json;
 
 mod common;
@@ -24,29 +24,6 @@ use common::installed::*;
 use common::mirror_name;
 
 const APPS: &str = "apps";
-
-/// The mirror of `image` Ready (its status), within `seconds`.
-async fn mirror_ready(env: &TestEnv, image: &str, seconds: u64) -> ImageMirror {
-    let mirrors: Api<ImageMirror> = Api::all(env.client());
-    let name = mirror_name(image);
-    eventually(seconds, &format!("{name} is Ready"), async || {
-        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
-        match mirror.phase() {
-            Phase::Ready => Ok(mirror),
-            _ => Err(format!("{:?}", mirror.status)),
-        }
-    })
-    .await
-}
-
-async fn jobs_of(env: &TestEnv, image: &str) -> Vec<Job> {
-    let label = format!("{}={}", names::LABEL_IMAGE_MIRROR, mirror_name(image));
-    Api::<Job>::namespaced(env.client(), NAMESPACE)
-        .list(&ListParams::default().labels(&label))
-        .await
-        .unwrap()
-        .items
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_server_restart_during_a_burst_of_50_pods_loses_none() {
@@ -99,7 +76,7 @@ async fn an_api_server_restart_during_a_burst_of_50_pods_loses_none() {
 
     for image in &images {
         mirror_ready(&env, image, 180).await;
-        assert_eq!(jobs_of(&env, image).await.len(), 1, "{image}");
+        assert_eq!(copy_jobs(&env, image).await.len(), 1, "{image}");
     }
     let pods: Api<Pod> = Api::namespaced(env.client(), APPS);
     let running = eventually(240, "50 Pods Running from their mirrors", async || {
@@ -139,30 +116,15 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: PathBuf, size: &str) -> Self {
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let options = format!("size={size}");
+        let path = dir.display().to_string();
+        run("mount", &["-t", "tmpfs", "-o", &options, "tmpfs", &path]).unwrap();
         Self(dir)
     }
 
     fn resize(&self, size: &str) {
-        let out = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let options = format!("remount,size={size}");
+        run("mount", &["-o", &options, &self.0.display().to_string()]).unwrap();
     }
 }
 
@@ -223,7 +185,7 @@ async fn a_full_target_disk_fails_the_copy_clearly_and_it_recovers_when_space_re
     );
     disk.resize("64m");
     let ready = mirror_ready(&env, image, 120).await;
-    assert_eq!(jobs_of(&env, image).await.len(), 1);
+    assert_eq!(copy_jobs(&env, image).await.len(), 1);
     assert!(ready.status.unwrap().target_image.is_some());
 }
 
@@ -307,7 +269,7 @@ async fn rotating_the_webhook_certificate_fails_no_admission() {
         .unwrap();
     // Every replica serves the new certificate (the kubelet updates the mounted Secret,
     // privateer reloads it without a restart).
-    let second_der = certificate_der(&second_pem);
+    let second_der = privateer_e2e::https::certificate_der(&second_pem).unwrap();
     let tls = privateer_e2e::https::client_config(&[&env.ca.cert_pem]).unwrap();
     eventually(
         150,
@@ -350,17 +312,4 @@ async fn rotating_the_webhook_certificate_fails_no_admission() {
         .filter(|l| l.contains("privateer.dev"))
         .collect();
     assert!(failed_open.is_empty(), "{failed_open:?}");
-}
-
-/// The DER of the first certificate in `pem`.
-fn certificate_der(pem: &str) -> Vec<u8> {
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
 }

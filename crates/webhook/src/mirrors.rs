@@ -74,8 +74,7 @@ impl Cluster {
     }
 
     pub fn mirror(&self, name: &str) -> Option<MirrorView> {
-        let m = self.mirrors.get(name)?;
-        Some(MirrorView {
+        self.mirrors.read(name, |m| MirrorView {
             phase: m.phase(),
             target_image: m.status.as_ref().and_then(|s| s.target_image.clone()),
             spec_target: m.spec.target.clone(),

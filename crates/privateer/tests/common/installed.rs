@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams};
+use privateer_api::{ImageMirror, Phase, names};
 use privateer_e2e::TestEnv;
 use privateer_e2e::moto::{ACCOUNT, REGION};
 use serde_json::json;
@@ -123,6 +125,34 @@ pub async fn dry_run_image(pods: &Api<Pod>) -> Result<String, String> {
 /// `<account>.dkr.ecr.<region>.amazonaws.com/`: how rewritten images start.
 pub fn ecr_prefix() -> String {
     format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/")
+}
+
+/// The copy Jobs of `image`'s mirror.
+pub async fn copy_jobs(env: &TestEnv, image: &str) -> Vec<Job> {
+    let label = format!(
+        "{}={}",
+        names::LABEL_IMAGE_MIRROR,
+        super::mirror_name(image)
+    );
+    Api::<Job>::namespaced(env.client(), NAMESPACE)
+        .list(&ListParams::default().labels(&label))
+        .await
+        .unwrap()
+        .items
+}
+
+/// The mirror of `image` once Ready, within `seconds`.
+pub async fn mirror_ready(env: &TestEnv, image: &str, seconds: u64) -> ImageMirror {
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    let name = super::mirror_name(image);
+    eventually(seconds, &format!("{name} is Ready"), async || {
+        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
+        match mirror.phase() {
+            Phase::Ready => Ok(mirror),
+            _ => Err(format!("{:?}", mirror.status)),
+        }
+    })
+    .await
 }
 
 /// The operator's Pods.
