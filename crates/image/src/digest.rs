@@ -86,13 +86,34 @@ impl Digest {
     }
 
     /// The anchor tag that keeps a digest-pinned copy alive under untagged-image lifecycle
-    /// rules: `sha256-<hex>`. A sha512 one (135 characters) is cut to the 128-character limit.
+    /// rules: `privateer.sha256.<hex>`. Dots where OCI's referrers tag schema (`<alg>-<ref>`)
+    /// and cosign (`<alg>-<hex>.sig|.att|.sbom`) put a dash, so no client that attaches
+    /// signatures or SBOMs ever reads or moves it. Cut to the 128-character tag limit (a sha512
+    /// anchor would be 145).
     pub fn anchor_tag(&self) -> String {
-        let mut tag = format!("{}-{}", self.algorithm.as_str(), self.hex);
+        let mut tag = format!("{ANCHOR_PREFIX}{}.{}", self.algorithm.as_str(), self.hex);
+        tag.truncate(crate::TAG_MAX_LEN);
+        tag
+    }
+
+    /// The OCI 1.1 referrers tag schema's fallback tag for this digest, `<alg>-<ref>`, the ref
+    /// cut to 64 characters: where a registry without the referrers API keeps the index of
+    /// artifacts that refer to it.
+    pub fn referrers_tag(&self) -> String {
+        let hex: String = self.hex.chars().take(64).collect();
+        format!("{}-{hex}", self.algorithm.as_str())
+    }
+
+    /// cosign's tag for an artifact of this digest: `sha256-<hex>.sig`, `.att`, `.sbom`.
+    pub fn cosign_tag(&self, suffix: &str) -> String {
+        let mut tag = format!("{}-{}.{suffix}", self.algorithm.as_str(), self.hex);
         tag.truncate(crate::TAG_MAX_LEN);
         tag
     }
 }
+
+/// How every anchor tag begins (`privateer.sha256.<hex>`).
+pub const ANCHOR_PREFIX: &str = "privateer.";
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,7 +8,7 @@ mod name;
 mod reference;
 mod target;
 
-pub use digest::{Algorithm, Digest};
+pub use digest::{ANCHOR_PREFIX, Algorithm, Digest};
 pub use error::{ReferenceError, TargetError};
 pub use name::{OBJECT_NAME_MAX_LEN, is_dns1123_subdomain, object_name};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, NAME_MAX_LEN, Reference, validate_domain};

@@ -417,6 +417,37 @@ fn accessors_expose_the_parts() {
     assert_eq!(pinned.effective_tag(), None);
     assert_eq!(
         pinned.digest().unwrap().anchor_tag(),
+        format!("privateer.sha256.{H64}")
+    );
+}
+
+#[test]
+fn anchor_tags_never_collide_with_referrers_or_cosign_tags() {
+    for digest in [format!("sha256:{H64}"), format!("sha512:{}", H64.repeat(2))] {
+        let digest = privateer_image::Digest::parse(&digest).unwrap();
+        let anchor = digest.anchor_tag();
+        let fallback = digest.referrers_tag();
+        assert_ne!(anchor, fallback);
+        assert!(anchor.len() <= 128, "{anchor}");
+        // OCI's referrers tag schema is `<alg>-<ref>`; cosign's tags add a suffix to it.
+        assert!(!anchor.starts_with(&format!("{}-", digest.algorithm().as_str())));
+        for suffix in ["sig", "att", "sbom"] {
+            let cosign = digest.cosign_tag(suffix);
+            assert!(cosign.starts_with(&fallback), "{cosign}");
+            assert_ne!(anchor, cosign);
+        }
+        assert!(anchor.starts_with(privateer_image::ANCHOR_PREFIX));
+        // A valid tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
+        assert!(
+            anchor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        );
+    }
+    assert_eq!(
+        privateer_image::Digest::parse(&format!("sha256:{H64}"))
+            .unwrap()
+            .referrers_tag(),
         format!("sha256-{H64}")
     );
 }
