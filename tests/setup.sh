@@ -4,7 +4,8 @@
 #           containerd, runc, CNI plugins and iptables (the node), busybox-static (runnable
 #           test images)
 #   PyPI:   moto[server] in a venv under the cache (the ECR API)
-#   Go:     etcd, kube-apiserver, kube-controller-manager, kubectl, helm (tests/controlplane)
+#   Go:     etcd, kube-apiserver, kube-controller-manager, kubectl, helm (tests/controlplane);
+#           cosign, oras, a registry with the referrers API (tests/peers)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PRIVATEER_CACHE:-$HOME/.cache/privateer}
@@ -42,6 +43,8 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.version" 2>/dev/null)" !
 fi
 
 "$here/controlplane/build.sh" >/dev/null
+# cosign, oras and a registry with the referrers API (the supply-chain tests' peers).
+"$here/peers/build.sh" >/dev/null
 
 # The node's sandbox program: static, so the pause image is this one file.
 pause="$cache/bin/pause"

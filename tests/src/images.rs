@@ -458,6 +458,28 @@ impl Pusher {
         Ok(digest)
     }
 
+    /// Pushes the manifest found at `from` again under tag `to` (a forged tag, for tests).
+    pub async fn retag(
+        &self,
+        registry: &str,
+        repository: &str,
+        from: &str,
+        to: &str,
+    ) -> anyhow::Result<()> {
+        let (bytes, _) = self.pull_manifest(registry, repository, from).await?;
+        let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)?["mediaType"]
+            .as_str()
+            .unwrap_or(Format::Oci.manifest_type())
+            .to_owned();
+        let reference = Self::reference(registry, repository, to)?;
+        self.login(&reference, oci_client::RegistryOperation::Push)
+            .await?;
+        self.client
+            .push_manifest_raw(&reference, bytes, media_type.parse()?)
+            .await?;
+        Ok(())
+    }
+
     /// Pulls a manifest's raw bytes by digest or tag; returns (bytes, digest).
     pub async fn pull_manifest(
         &self,

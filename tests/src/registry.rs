@@ -72,6 +72,30 @@ impl Registry {
         })
     }
 
+    /// A registry that serves the OCI 1.1 referrers API (go-containerregistry's, built by
+    /// `tests/peers/build.sh`), on loopback, blobs under `dir/<name>`, no auth.
+    pub fn start_with_referrers_api(name: &str, dir: &Path) -> anyhow::Result<Self> {
+        let root = dir.join(name);
+        std::fs::create_dir_all(&root)?;
+        let port = free_port()?;
+        let addr: SocketAddr = (Ipv4Addr::LOCALHOST, port).into();
+        let mut command = Command::new(tools::peer("referrers-registry"));
+        command
+            .arg("--address")
+            .arg(addr.to_string())
+            .arg("--blobs")
+            .arg(&root);
+        let mut process = Managed::spawn(&format!("registry-{name}"), command, dir)?;
+        process.wait_for_port(addr, Duration::from_secs(20))?;
+        Ok(Self {
+            host: addr.to_string(),
+            credentials: None,
+            process,
+            config: root.join("none"),
+            log_dir: dir.to_owned(),
+        })
+    }
+
     /// Stop and start again on the same port with the same storage: an outage that heals.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop();

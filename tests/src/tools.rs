@@ -45,6 +45,11 @@ pub fn moto_server() -> PathBuf {
     cache_dir().join("moto-venv/bin/moto_server")
 }
 
+/// A supply-chain test peer built by `tests/peers/build.sh` (cosign, oras, referrers-registry).
+pub fn peer(name: &str) -> PathBuf {
+    cache_dir().join("peers/bin").join(name)
+}
+
 /// Debian's `docker-registry`.
 pub fn docker_registry() -> PathBuf {
     PathBuf::from("/usr/bin/docker-registry")

@@ -22,6 +22,9 @@ pub struct BoundsArgs {
     /// Largest sum of the blob sizes an image declares, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().total_bytes)]
     max_total_bytes: u64,
+    /// Most artifacts attached to one image (signatures, attestations, SBOMs, theirs).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().referrers)]
+    max_referrers: usize,
     /// Seconds to open a connection.
     #[arg(long, value_name = "SECONDS", default_value_t = Timeouts::default().connect.as_secs_f64())]
     connect_timeout: f64,
@@ -55,6 +58,8 @@ impl BoundsArgs {
             layers: self.max_layers,
             token_bytes: self.max_token_bytes,
             total_bytes: self.max_total_bytes,
+            referrers: self.max_referrers,
+            ..Limits::default()
         };
         options.timeouts = Timeouts {
             connect: seconds("--connect-timeout", self.connect_timeout)?,

@@ -65,6 +65,17 @@ pub struct CopyArgs {
     /// The first retry's delay in milliseconds; it doubles per retry, with jitter.
     #[arg(long, default_value_t = 500)]
     retry_delay_ms: u64,
+    /// Leave out what is attached to the image (OCI 1.1 referrers, cosign's .sig/.att/.sbom).
+    #[arg(long)]
+    no_referrers: bool,
+    /// Copy only when a cosign signature of the source digest verifies with this PEM public
+    /// key (repeatable: any one is enough); otherwise exit 3 with nothing written.
+    #[arg(long, value_name = "FILE")]
+    verify_key: Vec<PathBuf>,
+    /// A PEM public key given inline, as `--verify-key` (what copy Jobs get from
+    /// `sources.verify`; repeatable).
+    #[arg(long, value_name = "PEM")]
+    verify_key_pem: Vec<String>,
     /// Progress as one JSON line per event on stderr (for Jobs and log pipelines).
     #[arg(long)]
     json: bool,
@@ -130,6 +141,8 @@ async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> 
             ca_pems,
         },
         mount_from: args.mount_from.clone(),
+        referrers: !args.no_referrers,
+        verify: verify_keys(&args.verify_key, &args.verify_key_pem)?,
         ..CopyOptions::default()
     };
     args.bounds.apply(&mut options)?;
@@ -199,6 +212,32 @@ fn target_error(error: privateer_ecr::TargetError) -> CopyError {
         privateer_registry::ErrorClass::Denied
     };
     CopyError::new(class, "get an ECR authorization token", error.to_string())
+}
+
+/// The `--verify-key` files and `--verify-key-pem` texts as keys; `None` when none was given.
+fn verify_keys(
+    files: &[PathBuf],
+    pems: &[String],
+) -> anyhow::Result<Option<std::sync::Arc<privateer_registry::cosign::PublicKeys>>> {
+    use privateer_registry::cosign::{PublicKey, PublicKeys};
+    if files.is_empty() && pems.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for (i, pem) in pems.iter().enumerate() {
+        let name = format!("--verify-key-pem #{}", i + 1);
+        keys.push(PublicKey::parse_pem(&name, pem.as_bytes())?);
+    }
+    for file in files {
+        let pem =
+            std::fs::read(file).with_context(|| format!("--verify-key {}", file.display()))?;
+        let name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        keys.push(PublicKey::parse_pem(&name, &pem).with_context(|| "--verify-key")?);
+    }
+    Ok(Some(std::sync::Arc::new(PublicKeys::new(keys))))
 }
 
 fn endpoint(text: Option<&str>, flag: &str) -> anyhow::Result<Option<Endpoint>> {

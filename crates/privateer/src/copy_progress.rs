@@ -64,6 +64,9 @@ impl Progress for Plain {
                 error,
             } => format!("retry {attempt} of {action} in {delay_ms} ms: {error}"),
             Event::Warning { message } => format!("warning: {message}"),
+            Event::Verified { key, origin } => {
+                format!("verified: signed with {key} ({origin})")
+            }
             Event::Manifest { .. } | Event::BlobStart { .. } => return,
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");

@@ -4,103 +4,19 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+
+use std::process::{Command, Stdio};
 
 use privateer_e2e::TestEnv;
-use privateer_e2e::images::{Format, Image, Index, Pusher, layer};
+use privateer_e2e::images::{Format, Image, Index, layer};
 use privateer_e2e::moto::{ACCESS_KEY, ACCOUNT, REGION, SECRET_KEY};
 use privateer_e2e::process::run_measured;
 use privateer_e2e::registry::{Registry, oci_client};
 use serde_json::Value;
 
-/// A scratch directory removed at the end, with the registries it holds stopped by drop.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(name: &str) -> Option<Self> {
-        if !Path::new("/usr/bin/docker-registry").exists() {
-            assert!(
-                std::env::var_os("PRIVATEER_REQUIRE_TESTENV").is_none(),
-                "docker-registry is missing: run `just setup`"
-            );
-            eprintln!("!!! SKIPPED {name}: docker-registry is missing (just setup)");
-            return None;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("privateer-copy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Some(Self { dir })
-    }
-
-    fn registry(&self, name: &str, credentials: Option<(&str, &str)>) -> Registry {
-        Registry::start(name, &self.dir, credentials).unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Run {
-    output: Output,
-    /// The termination message, parsed.
-    result: Value,
-}
-
-impl Run {
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.output.stderr).into_owned()
-    }
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.output.stdout).into_owned()
-    }
-    fn code(&self) -> Option<i32> {
-        self.output.status.code()
-    }
-    fn events(&self, kind: &str) -> Vec<Value> {
-        self.stderr()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["event"] == kind)
-            .collect()
-    }
-}
-
-fn privateer_copy(dir: &Path, args: &[&str]) -> Run {
-    let log = dir.join("termination-log");
-    let _ = std::fs::remove_file(&log);
-    let output = Command::new(env!("CARGO_BIN_EXE_privateer"))
-        .arg("copy")
-        .args(args)
-        .arg("--json")
-        .arg("--termination-log")
-        .arg(&log)
-        .args(["--retries", "3", "--retry-delay-ms", "50"])
-        .output()
-        .unwrap();
-    let result = std::fs::read_to_string(&log)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
-    Run { output, result }
-}
-
-fn insecure(registries: &[&Registry]) -> Vec<String> {
-    registries
-        .iter()
-        .flat_map(|r| ["--insecure-registry".to_owned(), r.host.clone()])
-        .collect()
-}
-
-fn pusher(registry: &Registry) -> Pusher {
-    Pusher::new(oci_client(), registry.auth())
-}
+#[path = "common/copying.rs"]
+mod copying;
+use copying::*;
 
 /// Every manifest and blob of `index` is in `repository` of `registry`, byte for byte.
 async fn assert_index_present(registry: &Registry, repository: &str, tag: &str, index: &Index) {
@@ -130,13 +46,6 @@ async fn assert_image_present(registry: &Registry, repository: &str, at: &str, i
             .unwrap();
         assert_eq!(pulled, blob.data, "blob {}", blob.digest);
     }
-}
-
-async fn has_manifest(registry: &Registry, repository: &str, at: &str) -> bool {
-    pusher(registry)
-        .pull_manifest(&registry.host, repository, at)
-        .await
-        .is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,24 +93,6 @@ async fn multi_platform_indexes_copy_with_identical_digests_and_shared_layers_on
             serde_json::json!(["linux/amd64", "linux/arm64/v8", "linux/s390x"])
         );
     }
-}
-
-/// `privateer copy <from>/<src> <to>/<dst> [extra…]`, both registries over plain HTTP.
-fn copy_between(
-    scratch: &Scratch,
-    from: &Registry,
-    src: &str,
-    to: &Registry,
-    dst: &str,
-    extra: &[&str],
-) -> Run {
-    let source = format!("{}/{src}", from.host);
-    let destination = format!("{}/{dst}", to.host);
-    let mut args = vec![source.as_str(), destination.as_str()];
-    args.extend_from_slice(extra);
-    let plain = insecure(&[from, to]);
-    args.extend(plain.iter().map(String::as_str));
-    privateer_copy(&scratch.dir, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +161,9 @@ async fn platform_filter_writes_an_index_of_the_chosen_platforms_and_recopy_is_a
     let run = pinned();
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert_eq!(run.events("warning").len(), 1, "{}", run.stderr());
-    let anchor = index.manifest.digest.replace(':', "-");
+    let anchor = privateer_image::Digest::parse(&index.manifest.digest)
+        .expect("digest")
+        .anchor_tag();
     assert_index_present(&target, "pinned", &anchor, &index).await;
     assert_eq!(
         run.stdout(),

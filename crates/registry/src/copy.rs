@@ -7,15 +7,20 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt, stream};
 
+use crate::attached::{self, verify_signed};
+use crate::blob::{abandoned, copy_blob};
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{Body, Descriptor, Manifest};
 use crate::progress::{BlobOutcome, Event, Progress};
-use crate::side::{Side, with_fresh_logins};
+use crate::referrers::{self, Attached};
+use crate::side::Side;
 use crate::{CopyOptions, CopyReport, Image};
 
 /// Copy `source` to `target`. The target's tag is its own, else the source's; a target with
-/// neither (a digest-only source) is written under the anchor tag `sha256-<hex>` so lifecycle
-/// rules for untagged images leave it alone. The whole copy ends within `timeouts.copy`.
+/// neither (a digest-only source) is written under the anchor tag `privateer.sha256.<hex>` so
+/// lifecycle rules for untagged images leave it alone. What is attached to the image
+/// (`options.referrers`) follows it; with `options.verify` nothing is written unless a
+/// signature of the source digest verifies. The whole copy ends within `timeouts.copy`.
 pub async fn copy(
     source: &Image,
     target: &Image,
@@ -89,10 +94,21 @@ async fn copy_within(
         }
         None => None,
     };
-    if let Some(digest) = &source_digest
-        && let Some(report) = up_to_date(&dst, target, destination_tag.as_deref(), digest).await?
-    {
-        return Ok(finish(report, digest, started));
+    // What travels with the image is found, and its signature checked, before any write.
+    // Both at once: an up-to-date copy costs one round trip more than before, not two.
+    let mut along = Along::default();
+    if let Some(digest) = &source_digest {
+        let (looked, current) = futures::join!(
+            along.look_at(&src, digest, options),
+            up_to_date(&dst, target, destination_tag.as_deref(), digest)
+        );
+        looked?;
+        if let Some(mut report) = current? {
+            along
+                .write(&mut report, &src, &dst, options, progress)
+                .await?;
+            return Ok(finish(report, digest, started));
+        }
     }
 
     let top = match &source_digest {
@@ -103,13 +119,33 @@ async fn copy_within(
         }
     };
     let source_digest = top.digest.clone();
+    if !along.looked {
+        along.look_at(&src, &source_digest, options).await?;
+    }
     let top = select_platforms(top, platforms, progress.as_ref())?;
     // What the target will call it: the sha256 of the bytes, also for a sha512 source.
     let written_digest = top.canonical_digest();
+    if written_digest != top.digest {
+        // A sha512 source: its artifacts name a digest the target does not address it by.
+        along.leave_behind(
+            &source_digest,
+            progress.as_ref(),
+            "the target addresses it by sha256",
+        );
+    } else if written_digest != source_digest {
+        along.leave_behind(
+            &source_digest,
+            progress.as_ref(),
+            "the platform filter wrote a new index",
+        );
+    }
     if written_digest != source_digest
-        && let Some(report) =
+        && let Some(mut report) =
             up_to_date(&dst, target, destination_tag.as_deref(), &written_digest).await?
     {
+        along
+            .write(&mut report, &src, &dst, options, progress)
+            .await?;
         return Ok(finish(report, &source_digest, started));
     }
     if let Some(wanted) = target.reference.digest()
@@ -132,6 +168,11 @@ async fn copy_within(
     });
 
     let children = pull_children(&src, &top, parallelism, progress.as_ref()).await?;
+    if options.referrers && !children.is_empty() {
+        let digests = children.iter().map(|c| c.digest.clone()).collect();
+        let found = referrers::discover(&src, digests, parallelism).await?;
+        along.attached.extend(found);
+    }
     let mut seen = HashSet::new();
     let blobs: Vec<Descriptor> = children
         .iter()
@@ -203,7 +244,7 @@ async fn copy_within(
     stream::iter(children.iter().cloned())
         .map(|child| async move { dst.push_manifest(&child, &child.digest).await })
         .buffer_unordered(parallelism)
-        .try_collect::<Vec<()>>()
+        .try_collect::<Vec<bool>>()
         .await?;
     let written_as = destination_tag
         .clone()
@@ -227,7 +268,80 @@ async fn copy_within(
             ));
         }
     }
+    along
+        .write(&mut report, src, dst, options, progress)
+        .await?;
     Ok(finish(report, &source_digest, started))
+}
+
+/// What travels with the image (signatures, attestations, SBOMs): found and verified before
+/// the copy writes anything, written after the image.
+#[derive(Default)]
+struct Along {
+    looked: bool,
+    attached: Vec<Attached>,
+    omitted: usize,
+    verified_by: Option<String>,
+}
+
+impl Along {
+    /// Find what is attached to the source's top digest and, when asked, verify its signature.
+    async fn look_at(
+        &mut self,
+        src: &Side,
+        digest: &str,
+        options: &CopyOptions,
+    ) -> Result<(), CopyError> {
+        self.looked = true;
+        if !options.referrers && options.verify.is_none() {
+            return Ok(());
+        }
+        self.attached =
+            referrers::discover(src, vec![digest.to_owned()], options.parallelism).await?;
+        if let Some(keys) = &options.verify {
+            self.verified_by = Some(verify_signed(src, &self.attached, digest, keys).await?);
+        }
+        if !options.referrers {
+            self.attached.clear();
+        }
+        Ok(())
+    }
+
+    /// The artifacts of `digest` cannot follow: the target will not hold that digest.
+    fn leave_behind(&mut self, digest: &str, progress: &dyn Progress, why: &str) {
+        let before = self.attached.len();
+        // Everything found so far hangs off the top digest, directly or through an artifact.
+        self.attached.clear();
+        self.omitted = before;
+        if before > 0 {
+            progress.event(Event::Warning {
+                message: format!(
+                    "{before} artifact(s) attached to {digest} not copied: {why}, which they do \
+                     not refer to (those of each platform's image still are)"
+                ),
+            });
+        }
+    }
+
+    /// Write what came along and say so in the report.
+    async fn write(
+        &self,
+        report: &mut CopyReport,
+        src: &Side,
+        dst: &Side,
+        options: &CopyOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(), CopyError> {
+        report.referrers = self.attached.len();
+        report.referrer_kinds = referrers::kinds(&self.attached);
+        report.referrers_omitted = self.omitted;
+        report.verified_by = self.verified_by.clone();
+        if !self.attached.is_empty() {
+            report.referrers_copied =
+                attached::write(src, dst, &self.attached, options, progress).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The manifest digest `image` names now (one HEAD, or the digest it is pinned to), or `None`
@@ -409,129 +523,6 @@ async fn pull_children(
     Ok(pulled)
 }
 
-/// Get one blob into the target: present already, mounted, or streamed.
-async fn copy_blob(
-    src: &Side,
-    dst: &Side,
-    blob: &Descriptor,
-    fresh_repository: bool,
-    options: &CopyOptions,
-    progress: Arc<dyn Progress>,
-    aborted: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(BlobOutcome, u64), CopyError> {
-    let started = Instant::now();
-    let done = |outcome| {
-        progress.event(Event::BlobDone {
-            digest: blob.digest.clone(),
-            size: blob.size,
-            outcome,
-            seconds: started.elapsed().as_secs_f64(),
-        });
-        Ok((outcome, blob.size))
-    };
-    if !fresh_repository && dst.blob_exists(&blob.digest).await? {
-        return done(BlobOutcome::Skipped);
-    }
-    let same_registry = src.host() == dst.host() && src.repository() != dst.repository();
-    let mount_sources = same_registry
-        .then(|| src.repository())
-        .into_iter()
-        .chain(options.mount_from.iter().map(String::as_str));
-    for repository in mount_sources {
-        if dst.mount(&blob.digest, repository).await? {
-            return done(BlobOutcome::Mounted);
-        }
-    }
-    progress.event(Event::BlobStart {
-        digest: blob.digest.clone(),
-        size: blob.size,
-    });
-    with_fresh_logins(&[src, dst], &options.retry, progress.as_ref(), || {
-        stream_blob(src, dst, blob, progress.clone(), aborted)
-    })
-    .await?;
-    done(BlobOutcome::Copied)
-}
-
-/// Stream one blob from source to target in one upload; the digest is checked on the way.
-async fn stream_blob(
-    src: &Side,
-    dst: &Side,
-    blob: &Descriptor,
-    progress: Arc<dyn Progress>,
-    aborted: &tokio::sync::watch::Receiver<bool>,
-) -> Result<(), CopyError> {
-    let body = hold_last_chunk(src.pull_blob_once(blob).await?);
-    // The upload sees only "the body failed"; remember why the source stream broke.
-    let broken: Arc<Mutex<Option<CopyError>>> = Arc::default();
-    let witness = broken.clone();
-    let digest = blob.digest.clone();
-    let source = src.name().to_owned();
-    let counted = body.inspect(move |chunk| match chunk {
-        Ok(bytes) => progress.bytes(&digest, bytes.len() as u64),
-        Err(e) => {
-            let error = stream_error(&digest, &source, e);
-            *witness.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-        }
-    });
-    let pushed = dst
-        .push_blob_once(&blob.digest, blob.size, counted, aborted.clone())
-        .await;
-    let broken = broken.lock().unwrap_or_else(PoisonError::into_inner).take();
-    match (broken, pushed) {
-        (Some(source_error), _) => Err(source_error),
-        (None, result) => result,
-    }
-}
-
-/// Yield each chunk only once the next one (or the end) has been read. The source stream checks
-/// the digest when it ends; holding the last chunk back until then means a mismatch aborts the
-/// upload before the target has the whole body, instead of after.
-fn hold_last_chunk(
-    body: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
-) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
-    stream::unfold(
-        (body.fuse(), None::<bytes::Bytes>),
-        |(mut body, mut held)| async move {
-            loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        if let Some(previous) = held.replace(chunk) {
-                            return Some((Ok(previous), (body, held)));
-                        }
-                    }
-                    Some(Err(e)) => return Some((Err(e), (body, None))),
-                    None => return held.take().map(|last| (Ok(last), (body, None))),
-                }
-            }
-        },
-    )
-}
-
-/// A blob given up on because another one failed.
-pub(crate) fn abandoned(digest: &str) -> CopyError {
-    CopyError::new(
-        ErrorClass::Network,
-        format!("copy blob {digest}"),
-        "abandoned: another blob of the copy failed",
-    )
-}
-
-/// Why the source stream broke: the classified error it carried, or a network fault.
-fn stream_error(digest: &str, source: &str, error: &std::io::Error) -> CopyError {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<CopyError>())
-    {
-        Some(carried) => carried.clone(),
-        None => CopyError::new(
-            ErrorClass::Network,
-            format!("pull blob {digest} from {source}"),
-            error.to_string(),
-        ),
-    }
-}
-
 /// A report naming the target pinned by `digest`, before anything is counted.
 fn report(target: &Image, tag: Option<&str>, digest: &str) -> CopyReport {
     let name = target.reference.name();
@@ -552,6 +543,11 @@ fn report(target: &Image, tag: Option<&str>, digest: &str) -> CopyReport {
         blobs_skipped: 0,
         blobs_mounted: 0,
         manifests: 0,
+        referrers: 0,
+        referrers_copied: 0,
+        referrer_kinds: Vec::new(),
+        referrers_omitted: 0,
+        verified_by: None,
         seconds: 0.0,
     }
 }

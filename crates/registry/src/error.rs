@@ -23,6 +23,10 @@ pub enum ErrorClass {
     Server,
     /// The registry could not be reached, or the connection broke.
     Network,
+    /// Verification was asked for and the image has no signature to check.
+    SignatureMissing,
+    /// Verification was asked for and no signature verifies with the keys for this digest.
+    SignatureInvalid,
 }
 
 impl ErrorClass {
@@ -37,6 +41,8 @@ impl ErrorClass {
             Self::Throttled => "throttled",
             Self::Server => "server",
             Self::Network => "network",
+            Self::SignatureMissing => "signatureMissing",
+            Self::SignatureInvalid => "signatureInvalid",
         }
     }
 

@@ -14,13 +14,16 @@
 //! tree) rather than through oci-client, which unwraps on remote data, reads bodies without
 //! bounds and hides the response headers a copier needs.
 
+mod attached;
 pub mod auth;
+mod blob;
 mod copy;
 mod error;
 mod limits;
 mod manifest;
 mod outcome;
 mod progress;
+mod referrers;
 mod retry;
 mod side;
 mod verify;
@@ -33,6 +36,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use attached::{Verified, verify};
 pub use copy::{copy, head, resolve};
 pub use error::{CopyError, ErrorClass};
 pub use limits::{Limits, Redirects, Timeouts};
@@ -40,6 +44,8 @@ pub use manifest::{Manifest, Platform, sha256_digest};
 pub use outcome::{CopyOutcome, TERMINATION_MESSAGE_MAX_BYTES};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
 pub use retry::RetryPolicy;
+
+pub use privateer_cosign as cosign;
 
 /// One end of a copy.
 #[derive(Clone, Debug)]
@@ -146,6 +152,10 @@ pub struct CopyOptions {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub redirects: Redirects,
+    /// Copy what is attached to the image: OCI 1.1 referrers and cosign's tags.
+    pub referrers: bool,
+    /// Copy only when a cosign signature of the source digest verifies with one of these.
+    pub verify: Option<std::sync::Arc<privateer_cosign::PublicKeys>>,
 }
 
 /// The default number of blobs in flight: enough to fill a link, few enough for small hosts.
@@ -162,6 +172,8 @@ impl Default for CopyOptions {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             redirects: Redirects::default(),
+            referrers: true,
+            verify: None,
         }
     }
 }
@@ -193,6 +205,22 @@ pub struct CopyReport {
     pub blobs_mounted: usize,
     /// Manifests written (children and the top one).
     pub manifests: usize,
+    /// Artifacts found attached to what was copied (signatures, attestations, SBOMs, …).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referrers: usize,
+    /// Of those, written to the target by this copy (the others were there already).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referrers_copied: usize,
+    /// What kinds came along: `signature`, `attestation`, `sbom`, `artifact`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrer_kinds: Vec<String>,
+    /// Artifacts of the source index left behind because a platform filter wrote a new
+    /// index: they name the original digest, which the target does not hold.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referrers_omitted: usize,
+    /// The key whose signature was verified before copying (`--verify-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_by: Option<String>,
     pub seconds: f64,
 }
 

@@ -17,6 +17,12 @@ pub struct Limits {
     pub token_bytes: u64,
     /// The sum of every blob size the image declares.
     pub total_bytes: u64,
+    /// Artifacts attached to one image (signatures, attestations, SBOMs, theirs in turn).
+    pub referrers: usize,
+    /// How deep artifacts may refer to artifacts (1: only to the image).
+    pub referrer_depth: usize,
+    /// Bytes of one signature payload or sigstore bundle read to verify it.
+    pub signature_bytes: u64,
 }
 
 impl Default for Limits {
@@ -27,6 +33,9 @@ impl Default for Limits {
             layers: 1_000,
             token_bytes: 64 << 10,
             total_bytes: 64 << 30,
+            referrers: 64,
+            referrer_depth: 3,
+            signature_bytes: 1 << 20,
         }
     }
 }

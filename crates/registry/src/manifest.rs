@@ -242,6 +242,32 @@ impl Manifest {
         }
     }
 
+    /// The manifest's JSON, for fields the copy itself does not need (subject, annotations).
+    pub(crate) fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// What an index lists (a referrers index lists artifacts); empty for an image.
+    pub(crate) fn entries(&self) -> Vec<&Descriptor> {
+        match &self.body {
+            Body::Index { children } => children.iter().map(|c| &c.descriptor).collect(),
+            Body::Image { .. } => Vec::new(),
+        }
+    }
+
+    /// The digest this manifest says it refers to (OCI 1.1 `subject`).
+    pub(crate) fn subject(&self) -> Option<&str> {
+        self.json.get("subject")?.get("digest")?.as_str()
+    }
+
+    /// OCI 1.1's `artifactType`, else the config's media type (how an artifact says what it is).
+    pub(crate) fn artifact_type(&self) -> Option<&str> {
+        self.json
+            .get("artifactType")
+            .and_then(Value::as_str)
+            .or_else(|| self.json.get("config")?.get("mediaType")?.as_str())
+    }
+
     /// The platforms of an index's children (`linux/arm64/v8`); empty for a single image.
     pub fn platforms(&self) -> Vec<String> {
         match &self.body {

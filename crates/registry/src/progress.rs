@@ -52,6 +52,9 @@ pub enum Event {
         delay_ms: u64,
         error: String,
     },
+    /// A signature of the source digest verified with `key` (found at `origin`).
+    #[serde(rename_all = "camelCase")]
+    Verified { key: String, origin: String },
     #[serde(rename_all = "camelCase")]
     Warning { message: String },
 }

@@ -21,6 +21,7 @@ use crate::verify::{self, BlobCheck};
 use crate::wire::{read_limited, request_error, status_error, without_query};
 use crate::{CopyOptions, Credentials, Endpoint, Limits};
 
+mod artifacts;
 mod login;
 
 /// How long cancelling an upload session may take: it is a courtesy after a failure.
@@ -220,12 +221,13 @@ impl Side {
         Manifest::parse(bytes, digest, &self.limits)
     }
 
-    /// Write `manifest`'s exact bytes under `tag_or_digest`.
+    /// Write `manifest`'s exact bytes under `tag_or_digest`. True when the registry answered
+    /// `OCI-Subject`: it indexed the manifest's subject itself (the referrers API).
     pub(crate) async fn push_manifest(
         &self,
         manifest: &Manifest,
         tag_or_digest: &str,
-    ) -> Result<(), CopyError> {
+    ) -> Result<bool, CopyError> {
         let action = format!("push manifest {}", self.at(tag_or_digest));
         self.call(|| async {
             let response = self
@@ -238,7 +240,7 @@ impl Side {
             if !response.status().is_success() {
                 return Err(status_error(response, &self.host, &action).await);
             }
-            Ok(())
+            Ok(response.headers().contains_key("oci-subject"))
         })
         .await
     }
@@ -410,7 +412,7 @@ impl Side {
             Some(Ok(response)) if response.status().is_success() => return Ok(()),
             Some(Ok(response)) => Err(status_error(response, &self.host, &action).await),
             Some(Err(e)) => Err(request_error(&action, &e, &self.host)),
-            None => Err(crate::copy::abandoned(digest)),
+            None => Err(crate::blob::abandoned(digest)),
         };
         self.cancel_upload(location).await;
         result
