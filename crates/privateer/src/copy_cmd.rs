@@ -74,7 +74,7 @@ pub struct CopyArgs {
     verify_key: Vec<PathBuf>,
     /// A PEM public key given inline, as `--verify-key` (what copy Jobs get from
     /// `sources.verify`; repeatable).
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", allow_hyphen_values = true)]
     verify_key_pem: Vec<String>,
     /// Progress as one JSON line per event on stderr (for Jobs and log pipelines).
     #[arg(long)]

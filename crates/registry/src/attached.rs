@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::CopyOptions;
 use crate::blob::copy_blob;
+use crate::copy::declared_total;
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{Body, Manifest};
 use crate::progress::{Event, Progress};
@@ -143,17 +144,9 @@ pub(crate) async fn write(
         if present.as_deref() == Some(manifest.digest.as_str()) {
             continue;
         }
-        let declared: u64 = manifest.blobs().iter().map(|b| b.size).sum();
-        if declared > options.limits.total_bytes {
-            return Err(CopyError::new(
-                ErrorClass::Invalid,
-                format!("copy artifact {}", manifest.digest),
-                format!(
-                    "its blobs declare {declared} bytes, over the limit limits.totalBytes = {}",
-                    options.limits.total_bytes
-                ),
-            ));
-        }
+        // Checked sums: sizes come from the source.
+        let blobs: Vec<_> = manifest.blobs().into_iter().cloned().collect();
+        declared_total(&blobs, options.limits.total_bytes, &manifest.digest)?;
         for blob in manifest.blobs() {
             copy_blob(src, dst, blob, false, options, progress.clone(), &aborted).await?;
         }

@@ -401,7 +401,11 @@ fn anchor_tag(digest: &str) -> String {
 
 /// The sum of the blob sizes, in checked arithmetic, within `limits.totalBytes`: checked
 /// before any blob moves.
-fn declared_total(blobs: &[Descriptor], limit: u64, digest: &str) -> Result<u64, CopyError> {
+pub(crate) fn declared_total(
+    blobs: &[Descriptor],
+    limit: u64,
+    digest: &str,
+) -> Result<u64, CopyError> {
     let refuse = |total: String| {
         CopyError::new(
             ErrorClass::Invalid,

@@ -241,6 +241,18 @@ async fn referrers(src: &Side, subject: &str, digest: &Digest) -> Result<Vec<Att
             index
         }
     };
+    // Checked before pulling any: a hostile index may list a thousand.
+    if index.entries().len() > limits.referrers {
+        return Err(CopyError::new(
+            ErrorClass::Invalid,
+            format!("list referrers of {subject}"),
+            format!(
+                "{} artifacts refer to it, over the limit limits.referrers = {}",
+                index.entries().len(),
+                limits.referrers
+            ),
+        ));
+    }
     let mut found = Vec::new();
     for entry in index.entries() {
         if !IMAGE_MANIFESTS.contains(&entry.media_type.as_str()) {
