@@ -131,7 +131,7 @@ pub struct ImageMirrorStatus {
     /// The mirrored image, pinned by digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_image: Option<String>,
-    /// Ready, RepositoryReady and UpToDate.
+    /// Ready, RepositoryReady, UpToDate and, where `sources.verify` covers the source, Verified.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -159,6 +159,16 @@ pub struct ImageMirrorStatus {
     /// Bytes of every blob the mirrored image references.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+    /// Artifacts that came along with the image (signatures, attestations, SBOMs, theirs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers: Option<u32>,
+    /// Their kinds: `signature`, `attestation`, `sbom`, `artifact`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrer_kinds: Vec<String>,
+    /// Artifacts of the source index left behind because `spec.platforms` wrote a new index,
+    /// which they do not name (each platform's own artifacts still came along).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers_omitted: Option<u32>,
 }
 
 impl ImageMirrorSpec {

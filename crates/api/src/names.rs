@@ -35,6 +35,9 @@ pub mod condition {
     pub const REPOSITORY_READY: &str = "RepositoryReady";
     /// The target matches what the source tag points to now.
     pub const UP_TO_DATE: &str = "UpToDate";
+    /// A `sources.verify` rule covers the source and a signature by one of its keys verified
+    /// (True) or did not (False); absent when no rule covers it.
+    pub const VERIFIED: &str = "Verified";
 }
 
 /// Condition reasons that users and tests match on.
@@ -42,4 +45,10 @@ pub mod reason {
     pub const INVALID_SOURCE: &str = "InvalidSource";
     pub const TAG_IMMUTABLE: &str = "TagImmutable";
     pub const SETTINGS_DRIFTED: &str = "SettingsDrifted";
+    /// `sources.verify`: no signature to check.
+    pub const SIGNATURE_MISSING: &str = "SignatureMissing";
+    /// `sources.verify`: no signature verifies with the rule's keys for this digest.
+    pub const SIGNATURE_INVALID: &str = "SignatureInvalid";
+    /// `sources.verify`: a signature by one of the keys verified.
+    pub const SIGNED: &str = "Signed";
 }

@@ -14,6 +14,7 @@ pub enum Rule {
     RequireDigest,
     RequireTargetRegistry,
     EcrCompliance,
+    RequireVerified,
 }
 
 impl Rule {
@@ -25,6 +26,7 @@ impl Rule {
             Self::RequireDigest => "requireDigest",
             Self::RequireTargetRegistry => "requireTargetRegistry",
             Self::EcrCompliance => "ecrCompliance",
+            Self::RequireVerified => "requireVerified",
         }
     }
 }

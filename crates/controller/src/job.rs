@@ -30,6 +30,9 @@ pub struct JobInputs<'a> {
     pub image: &'a str,
     /// A dockerconfigjson Secret (in `namespace`) with source credentials.
     pub source_secret: Option<&'a str>,
+    /// PEM public keys of the `sources.verify` rule covering the source: the Job copies only
+    /// what one of them signed (public keys, so arguments are fine).
+    pub verify_keys: &'a [String],
 }
 
 pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &JobInputs) -> Job {
@@ -67,6 +70,13 @@ pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &Job
     }
     if !bounds.redirects.allow_private {
         args.push("--no-private-redirects".to_owned());
+    }
+    if !config.copy.referrers {
+        args.push("--no-referrers".to_owned());
+    }
+    // `=`: the value starts with dashes (`-----BEGIN PUBLIC KEY-----`).
+    for pem in inputs.verify_keys {
+        args.push(format!("--verify-key-pem={pem}"));
     }
     for platform in &plan.platforms {
         args.extend(["--platform".to_owned(), platform.clone()]);
@@ -218,5 +228,45 @@ fn env_var(name: &str, value: &str) -> EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
         value_from: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use privateer_api::ImageMirrorSpec;
+    use privateer_image::Reference;
+
+    #[test]
+    fn verify_keys_and_referrers_reach_the_copy_arguments() {
+        let mirror = ImageMirror::new("app", ImageMirrorSpec::for_source("ghcr.io/org/app:1"));
+        let plan = Plan {
+            source: Reference::parse("ghcr.io/org/app:1").expect("reference"),
+            target: Reference::parse("r.example/mirror/ghcr.io/org/app:1").expect("reference"),
+            platforms: Vec::new(),
+        };
+        let mut config = Config::default();
+        config.copy.referrers = false;
+        let pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n".to_owned();
+        let inputs = JobInputs {
+            name: "copy-app",
+            namespace: "privateer",
+            image: "privateer:test",
+            source_secret: None,
+            verify_keys: std::slice::from_ref(&pem),
+        };
+        let job = copy_job(&mirror, &plan, &config, &inputs);
+        let args = job
+            .spec
+            .and_then(|s| s.template.spec)
+            .and_then(|s| s.containers.into_iter().next())
+            .and_then(|c| c.args)
+            .expect("args");
+        assert!(args.contains(&"--no-referrers".to_owned()), "{args:?}");
+        // One argument with `=`: a separate value starting with dashes reads as a flag.
+        assert!(
+            args.contains(&format!("--verify-key-pem={pem}")),
+            "{args:?}"
+        );
     }
 }

@@ -17,6 +17,7 @@ mod pods;
 mod reconcile;
 mod stage;
 mod status;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,12 +161,14 @@ fn copy_options(config: &Config) -> Result<CopyOptions, Error> {
     let r = &config.registries;
     Ok(CopyOptions {
         parallelism: usize::try_from(config.copy.parallelism).unwrap_or(1).max(1),
+        referrers: config.copy.referrers,
         limits: Limits {
             manifest_bytes: r.limits.manifest_bytes,
             index_children: r.limits.index_children as usize,
             layers: r.limits.layers as usize,
             token_bytes: r.limits.token_bytes,
             total_bytes: r.limits.total_bytes,
+            ..Limits::default()
         },
         timeouts: Timeouts {
             connect: r.timeouts.connect.into(),

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
 use crate::stage::{Stage, stage};
 use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
+use crate::verify::{self, Checked};
 use crate::{Context, Error};
 
 #[tracing::instrument(skip_all, fields(mirror = %mirror.name_any()))]
@@ -132,11 +133,40 @@ async fn act(
             Ok(requeue_for_refresh(ctx, mirror))
         }
         Step::UpToDate { digest } => {
-            let outcome = Outcome::Ready(ready(plan, &digest, CopyOutcome::up_to_date(&digest)));
-            write_status(ctx, mirror, outcome).await?;
+            let keys = match verify::check(ctx, plan, source).await {
+                Checked::NotCovered => None,
+                Checked::Verified { key, .. } => Some(key),
+                refused => return refuse(ctx, mirror, refused).await,
+            };
+            let mut mirrored = ready(plan, &digest, CopyOutcome::up_to_date(&digest));
+            mirrored.verified_by = keys;
+            write_status(ctx, mirror, Outcome::Ready(mirrored)).await?;
             Ok(requeue_for_refresh(ctx, mirror))
         }
-        Step::Copy { digest } => copy(ctx, mirror, plan, source, &digest).await,
+        Step::Copy { digest } => {
+            // A source a `sources.verify` rule covers is checked before anything is written.
+            let keys = match verify::check(ctx, plan, source).await {
+                Checked::NotCovered => None,
+                Checked::Verified { keys, .. } => Some(keys),
+                refused => return refuse(ctx, mirror, refused).await,
+            };
+            copy(ctx, mirror, plan, source, &digest, keys).await
+        }
+    }
+}
+
+/// A source that failed `sources.verify`: Failed without a copy (the gate releaser then
+/// restores the Pods' original images), or retried when the check could not be made.
+async fn refuse(ctx: &Context, mirror: &ImageMirror, checked: Checked) -> Result<Action, Error> {
+    match checked {
+        Checked::Refused { reason, message } => {
+            write_status(ctx, mirror, Outcome::Permanent { reason, message }).await?;
+            Ok(Action::await_change())
+        }
+        Checked::Unavailable(message) => {
+            fail(ctx, mirror, true, "VerifyUnavailable", message).await
+        }
+        Checked::NotCovered | Checked::Verified { .. } => Ok(Action::await_change()),
     }
 }
 
@@ -147,13 +177,14 @@ async fn copy(
     plan: &Plan,
     source: &Image,
     digest: &str,
+    keys: Option<verify::Keys>,
 ) -> Result<Action, Error> {
     let ensured = match ctx.provider.ensure_repository(plan.target.path()).await {
         Ok(ensured) => ensured,
         Err(e) => return fail(ctx, mirror, e.is_transient(), "RepositoryFailed", e).await,
     };
     if ctx.config.copy.executor == CopyExecutor::Inline {
-        return copy_inline(ctx, mirror, plan, source, digest).await;
+        return copy_inline(ctx, mirror, plan, source, digest, keys).await;
     }
     match run_copy_job(ctx, mirror, plan, digest).await? {
         JobState::Running(job) => {
@@ -217,10 +248,12 @@ async fn finish_copy(
         .message
         .clone()
         .unwrap_or_else(|| "copy failed".into());
-    let reason = format!(
-        "Copy{}",
-        capitalize(result.error_class.map_or("failed", |c| c.as_str()))
-    );
+    let reason = match result.error_class {
+        Some(class @ (ErrorClass::SignatureMissing | ErrorClass::SignatureInvalid)) => {
+            verify::refusal_reason(class)
+        }
+        class => format!("Copy{}", capitalize(class.map_or("failed", |c| c.as_str()))),
+    };
     fail(ctx, mirror, result.is_transient(), &reason, message).await
 }
 
@@ -232,6 +265,7 @@ async fn copy_inline(
     plan: &Plan,
     source: &Image,
     digest: &str,
+    keys: Option<verify::Keys>,
 ) -> Result<Action, Error> {
     let _slot = ctx.copy_slots.acquire().await;
     let (target, access) = match target_image(ctx, plan).await {
@@ -244,6 +278,7 @@ async fn copy_inline(
         .iter()
         .filter_map(|p| privateer_registry::Platform::parse(p).ok())
         .collect();
+    options.verify = keys.map(|k| k.parsed);
     let copied = privateer_registry::copy(
         source,
         &target,
@@ -267,7 +302,13 @@ async fn copy_inline(
             }
             Metrics::count(&ctx.metrics.copies, "failure");
             let transient = e.is_transient() || e.class == ErrorClass::Unauthorized;
-            fail(ctx, mirror, transient, "CopyFailed", e).await
+            let reason = match e.class {
+                ErrorClass::SignatureMissing | ErrorClass::SignatureInvalid => {
+                    verify::refusal_reason(e.class)
+                }
+                _ => "CopyFailed".to_owned(),
+            };
+            fail(ctx, mirror, transient, &reason, e).await
         }
     }
 }
@@ -313,10 +354,14 @@ fn ready(plan: &Plan, source_digest: &str, result: CopyOutcome) -> Mirrored {
         size_bytes: (report.bytes_total > 0)
             .then(|| i64::try_from(report.bytes_total).ok())
             .flatten(),
+        verified_by: report.verified_by,
+        referrers: report.referrers,
+        referrer_kinds: report.referrer_kinds,
+        referrers_omitted: report.referrers_omitted,
     }
 }
 
-fn capitalize(word: &str) -> String {
+pub(crate) fn capitalize(word: &str) -> String {
     let mut chars = word.chars();
     chars
         .next()
@@ -418,11 +463,13 @@ async fn run_copy_job(
     let existing = jobs.get_opt(&name).await?;
     let Some(job) = existing else {
         let secret = source_secret(ctx, mirror, plan);
+        let keys = verify::keys_for(ctx, plan).await?;
         let inputs = JobInputs {
             name: &name,
             namespace,
             image: &ctx.copy_image,
             source_secret: secret.as_deref(),
+            verify_keys: keys.as_ref().map_or(&[][..], |k| &k.pems[..]),
         };
         let job = copy_job(mirror, plan, &ctx.config, &inputs);
         match jobs.create(&PostParams::default(), &job).await {

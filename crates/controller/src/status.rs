@@ -44,11 +44,18 @@ pub enum Outcome {
 const FIELD_MANAGER: &str = "privateer-controller";
 
 /// What a successful copy established.
+#[derive(Default)]
 pub struct Mirrored {
     pub target_image: String,
     pub source_digest: String,
     pub platforms: Vec<String>,
     pub size_bytes: Option<i64>,
+    /// The `sources.verify` key whose signature of the source digest verified.
+    pub verified_by: Option<String>,
+    /// What came along: artifacts found, their kinds, those left behind by a platform filter.
+    pub referrers: usize,
+    pub referrer_kinds: Vec<String>,
+    pub referrers_omitted: usize,
 }
 
 impl Mirrored {
@@ -125,6 +132,12 @@ pub fn build(
         ..ImageMirrorStatus::default()
     };
     let mut conditions = Vec::new();
+    // Verified: set by a verified copy or a refused one, kept through other steps.
+    let mut verified = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::VERIFIED)
+        .cloned();
     let failure = matches!(
         outcome,
         Outcome::Invalid(_) | Outcome::Permanent { .. } | Outcome::Transient { .. }
@@ -136,7 +149,23 @@ pub fn build(
             reason::INVALID_SOURCE.to_owned(),
             message,
         ),
-        Outcome::Permanent { reason, message } => (Phase::Failed, false, reason, message),
+        Outcome::Permanent { reason, message } => {
+            if matches!(
+                reason.as_str(),
+                reason::SIGNATURE_MISSING | reason::SIGNATURE_INVALID
+            ) {
+                verified = Some(condition_of(
+                    condition::VERIFIED,
+                    false,
+                    &reason,
+                    &message,
+                    generation,
+                    previous,
+                    &now,
+                ));
+            }
+            (Phase::Failed, false, reason, message)
+        }
         Outcome::Transient {
             reason,
             message,
@@ -195,6 +224,25 @@ pub fn build(
                 status.size_bytes = ready.size_bytes;
             }
             status.last_sync_time = Some(now.clone());
+            status.referrers = u32::try_from(ready.referrers).ok().filter(|n| *n > 0);
+            status.referrer_kinds = ready.referrer_kinds;
+            status.referrers_omitted = u32::try_from(ready.referrers_omitted)
+                .ok()
+                .filter(|n| *n > 0);
+            verified = ready.verified_by.as_ref().map(|key| {
+                condition_of(
+                    condition::VERIFIED,
+                    true,
+                    reason::SIGNED,
+                    &format!(
+                        "a cosign signature of {} verifies with {key}",
+                        status.source_digest.as_deref().unwrap_or_default()
+                    ),
+                    generation,
+                    previous,
+                    &now,
+                )
+            });
             conditions.push(condition_of(
                 condition::UP_TO_DATE,
                 true,
@@ -224,6 +272,7 @@ pub fn build(
         previous,
         &now,
     ));
+    conditions.extend(verified);
     status.phase = Some(phase);
     status.conditions = conditions;
     status
@@ -335,6 +384,7 @@ mod tests {
                 source_digest: "sha256:01".into(),
                 platforms: vec!["linux/amd64".into()],
                 size_bytes: Some(10),
+                ..Mirrored::default()
             }),
         );
         assert_eq!(ready.phase, Some(Phase::Ready));
@@ -389,6 +439,7 @@ mod tests {
                 source_digest: "sha256:01".into(),
                 platforms: Vec::new(),
                 size_bytes: None,
+                ..Mirrored::default()
             }),
         );
         let moved = tag_moved(
@@ -434,5 +485,68 @@ mod tests {
         );
         assert_eq!(missing.phase, Some(Phase::Failed));
         assert_eq!(missing.attempts, 0);
+    }
+
+    #[test]
+    fn verified_is_set_by_a_verified_copy_kept_while_copying_and_false_when_refused() {
+        let verified = |status: &ImageMirrorStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == condition::VERIFIED)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let m = mirror(None);
+        let ready = build(
+            &m,
+            &ImageMirrorStatus::default(),
+            Outcome::Ready(Mirrored {
+                target_image: "r/mirror/app:1@sha256:01".into(),
+                source_digest: "sha256:01".into(),
+                verified_by: Some("cosign-keys/cosign.pub".into()),
+                referrers: 2,
+                referrer_kinds: vec!["signature".into(), "sbom".into()],
+                ..Mirrored::default()
+            }),
+        );
+        assert_eq!(
+            verified(&ready),
+            Some(("True".into(), reason::SIGNED.into()))
+        );
+        assert_eq!(ready.referrers, Some(2));
+        assert_eq!(ready.referrer_kinds, ["signature", "sbom"]);
+        let copying = build(
+            &mirror(Some(ready.clone())),
+            &ready,
+            Outcome::Mirroring {
+                job: "copy-app-2".into(),
+                digest: "sha256:02".into(),
+                drift: Vec::new(),
+            },
+        );
+        assert_eq!(
+            verified(&copying),
+            verified(&ready),
+            "kept while a Job runs"
+        );
+        let refused = build(
+            &mirror(Some(copying.clone())),
+            &copying,
+            Outcome::Permanent {
+                reason: reason::SIGNATURE_INVALID.into(),
+                message: "none of 1 signature(s) verifies".into(),
+            },
+        );
+        assert_eq!(refused.phase, Some(Phase::Failed));
+        assert_eq!(
+            verified(&refused),
+            Some(("False".into(), reason::SIGNATURE_INVALID.into()))
+        );
+        let unverified = build(
+            &mirror(None),
+            &ImageMirrorStatus::default(),
+            Outcome::Ready(Mirrored::default()),
+        );
+        assert_eq!(verified(&unverified), None, "no rule, no condition");
     }
 }

@@ -48,6 +48,7 @@ pub fn any_enabled(config: &Config) -> bool {
         || p.require_digest.enabled
         || p.require_target_registry.enabled
         || p.ecr_compliance.enabled
+        || p.require_verified.enabled
 }
 
 /// The rules that need no registry: allow-list, `:latest`, digest pinning, target registry.

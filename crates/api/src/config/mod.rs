@@ -5,6 +5,7 @@ mod enums;
 mod load;
 mod registries;
 mod validate;
+mod verify;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ pub use enums::{
 };
 pub use load::{ConfigError, Problem};
 pub use registries::{RedirectConfig, RegistriesConfig, RegistryLimits, RegistryTimeouts};
+pub use verify::{KeySecret, VerifyRule};
 
 fn secs(n: u64) -> Duration {
     std::time::Duration::from_secs(n).into()
@@ -165,6 +167,9 @@ pub struct SourcesConfig {
     pub credentials: Vec<SourceCredentials>,
     /// Pull a registry from somewhere else: `docker.io: {url: "https://mirror.local"}`.
     pub endpoints: BTreeMap<String, EndpointOverride>,
+    /// Images mirrored only when a cosign signature by one of the rule's keys verifies (the
+    /// first rule covering an image applies).
+    pub verify: Vec<VerifyRule>,
 }
 
 impl SourcesConfig {
@@ -221,6 +226,7 @@ impl Default for SourcesConfig {
             ignore: Vec::new(),
             credentials: Vec::new(),
             endpoints: BTreeMap::new(),
+            verify: Vec::new(),
         }
     }
 }
@@ -325,6 +331,9 @@ pub struct PolicyConfig {
     /// Deny images not in `target.registry`.
     pub require_target_registry: Toggle,
     pub ecr_compliance: EcrCompliance,
+    /// Deny Pods whose images a `sources.verify` rule covers until their ImageMirror is
+    /// `Verified` (a signature by one of the rule's keys checked before the copy).
+    pub require_verified: Toggle,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
@@ -385,6 +394,10 @@ pub struct CopyConfig {
     pub parallelism: u32,
     /// Platforms copied when an ImageMirror names none; empty: all.
     pub platforms: Vec<String>,
+    /// Copy what is attached to each image along with it: OCI 1.1 referrers and cosign's
+    /// `.sig`, `.att` and `.sbom` tags (signatures, attestations, SBOMs), so admission
+    /// verifiers find them next to the mirrored image.
+    pub referrers: bool,
     pub job: JobConfig,
 }
 
@@ -395,6 +408,7 @@ impl Default for CopyConfig {
             concurrency: 8,
             parallelism: 4,
             platforms: Vec::new(),
+            referrers: true,
             job: JobConfig::default(),
         }
     }

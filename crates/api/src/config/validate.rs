@@ -181,6 +181,41 @@ impl Config {
                 &c.secret_name,
             );
         }
+        for (i, rule) in s.verify.iter().enumerate() {
+            let key = format!("sources.verify[{i}]");
+            p.check(
+                !rule.images.is_empty(),
+                format!("{key}.images"),
+                "name at least one host or host/path the rule covers",
+            );
+            for (j, entry) in rule.images.iter().enumerate() {
+                let host = entry.split('/').next().unwrap_or_default();
+                p.check(
+                    validate_domain(host).is_ok(),
+                    format!("{key}.images[{j}]"),
+                    format!("{entry:?} is not host or host/path"),
+                );
+            }
+            p.check(
+                !rule.keys.is_empty() || !rule.key_secrets.is_empty(),
+                format!("{key}.keys"),
+                "name at least one key (keys or keySecrets)",
+            );
+            for (j, pem) in rule.keys.iter().enumerate() {
+                let name = format!("{key}.keys[{j}]");
+                if let Err(e) = privateer_cosign::PublicKey::parse_pem(&name, pem.as_bytes()) {
+                    p.add(name, e.reason);
+                }
+            }
+            for (j, secret) in rule.key_secrets.iter().enumerate() {
+                p.object_name(format!("{key}.keySecrets[{j}].name"), &secret.name);
+                p.check(
+                    !secret.key.is_empty(),
+                    format!("{key}.keySecrets[{j}].key"),
+                    "name the Secret's data key holding the PEM public key",
+                );
+            }
+        }
         for (registry, endpoint) in &s.endpoints {
             let key = format!("sources.endpoints.{registry}");
             if validate_domain(registry).is_err() {
