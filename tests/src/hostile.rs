@@ -58,6 +58,8 @@ pub enum Fault {
     OverflowingSizes,
     /// A layer whose media type merely contains "foreign".
     ForeignLookalikeLayer,
+    /// The first `first` requests answer 429 with this `Retry-After`, then all is well.
+    TooManyRequests { first: usize, retry_after: String },
     /// Answer 500 with this body to everything.
     ErrorBody(String),
 }
@@ -313,15 +315,25 @@ async fn answer(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    seen.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(Seen {
+    let count = {
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
             authorization: authorization.clone(),
         });
+        seen.len()
+    };
     let fault = &content.fault;
     match fault {
+        Fault::TooManyRequests { first, retry_after } if count <= *first => {
+            let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}"#;
+            return respond(
+                StatusCode::TOO_MANY_REQUESTS,
+                &[("retry-after", retry_after.clone())],
+                full(body),
+            );
+        }
         Fault::NeverAnswer => futures::future::pending::<()>().await,
         Fault::ErrorBody(body) => {
             return respond(StatusCode::INTERNAL_SERVER_ERROR, &[], full(body.clone()));

@@ -96,6 +96,56 @@ async fn resolve(
 }
 
 #[tokio::test]
+async fn retry_after_is_waited_out_and_a_long_one_pauses_the_host_for_every_copy() {
+    // One 429 asking for a second, longer than the copy's own first retry delay: waited out.
+    let (dir, _cleanup) = scratch("retry-after");
+    let Some(target) = target(&dir, "retry-after") else {
+        return;
+    };
+    let source = HostileRegistry::start(Fault::TooManyRequests {
+        first: 1,
+        retry_after: "1".into(),
+    })
+    .unwrap();
+    let mut options = options(&[]);
+    options.retry.attempts = 3;
+    options.retry.max_delay = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    copy_between(&source, &format!("{}/mirror/copy:1", target.host), &options)
+        .await
+        .expect("copied after the wait");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+
+    // An hour: no retry that would hold the copy; throttled, saying how long.
+    let sink = HostileRegistry::start(Fault::None).unwrap();
+    let source = HostileRegistry::start(Fault::TooManyRequests {
+        first: 1,
+        retry_after: "3600".into(),
+    })
+    .unwrap();
+    let error = copy_between(&source, &format!("{}/sink/copy:2", sink.host), &options)
+        .await
+        .expect_err("throttled");
+    assert_eq!(error.class, ErrorClass::Throttled, "{error}");
+    assert!(
+        error.retry_after >= Some(Duration::from_secs(3500)),
+        "{error:?}"
+    );
+    assert_eq!(source.seen().len(), 1, "asked once");
+    // The next copy from that host does not ask at all while the pause lasts.
+    let again = copy_between(&source, &format!("{}/sink/copy:3", sink.host), &options)
+        .await
+        .expect_err("still paused");
+    assert_eq!(again.class, ErrorClass::Throttled);
+    assert!(again.message.contains("Retry-After"), "{again}");
+    assert_eq!(
+        source.seen().len(),
+        1,
+        "the paused host was not asked again"
+    );
+}
+
+#[tokio::test]
 async fn a_token_with_crlf_is_refused_not_panicked_on() {
     let (error, _) = copy_fails(Fault::TokenWithCrLf).await;
     assert_eq!(error.class, ErrorClass::Invalid, "{error}");

@@ -60,6 +60,8 @@ pub struct CopyError {
     /// What was being done (`pull manifest docker.io/library/nginx:1.27`).
     pub action: String,
     pub message: String,
+    /// How long the registry asked to be left alone (`Retry-After` on a 429 or 503).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl CopyError {
@@ -68,7 +70,14 @@ impl CopyError {
             class,
             action: action.into(),
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, with the wait the registry asked for.
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn is_transient(&self) -> bool {

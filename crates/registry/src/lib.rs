@@ -22,6 +22,7 @@ mod error;
 mod limits;
 mod manifest;
 mod outcome;
+mod pause;
 mod progress;
 mod referrers;
 mod retry;

@@ -68,7 +68,13 @@ where
         match operation().await {
             Ok(value) => return Ok(value),
             Err(error) if error.is_transient() && attempt < policy.attempts => {
-                let delay = policy.delay(attempt);
+                // A registry that says how long to wait is believed, up to the longest delay;
+                // past that, waiting here would only hold the copy: the caller backs off.
+                let delay = match error.retry_after {
+                    Some(asked) if asked > policy.max_delay => return Err(error),
+                    Some(asked) => asked.max(policy.delay(attempt)),
+                    None => policy.delay(attempt),
+                };
                 tracing::debug!(%error, attempt, ?delay, "retrying");
                 progress.event(Event::Retry {
                     action: error.action.clone(),
@@ -123,6 +129,43 @@ mod tests {
         .await;
         assert_eq!(result.expect_err("fails").class, ErrorClass::Server);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retry_after_sets_the_delay_and_a_longer_one_than_the_cap_ends_the_retries() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy {
+            attempts: 3,
+            initial_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(200),
+        };
+        let started = std::time::Instant::now();
+        let result: Result<(), _> = with_retries(&policy, &Silent, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(CopyError::new(ErrorClass::Throttled, "pull", "429")
+                .with_retry_after(Duration::from_millis(60)))
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(
+            started.elapsed() >= Duration::from_millis(120),
+            "two waits of 60 ms"
+        );
+
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = with_retries(&policy, &Silent, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(CopyError::new(ErrorClass::Throttled, "pull", "429")
+                .with_retry_after(Duration::from_secs(3600)))
+        })
+        .await;
+        assert_eq!(result.expect_err("fails").class, ErrorClass::Throttled);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "no retry to wait an hour for"
+        );
     }
 
     #[tokio::test]

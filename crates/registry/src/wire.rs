@@ -202,6 +202,13 @@ pub(crate) async fn status_error(
     let status = response.status();
     let url = response.url().clone();
     let from_registry = host_port(&url) == registry_host;
+    // Only the registry itself may pause the registry (not a CDN it redirected to).
+    let retry_after = (from_registry && matches!(status.as_u16(), 429 | 503))
+        .then(|| crate::pause::retry_after(response.headers()))
+        .flatten();
+    if let Some(wait) = retry_after {
+        crate::pause::pause(registry_host, wait);
+    }
     let mut class = class_of_status(status.as_u16());
     let mut message = format!("{status}");
     if !from_registry {
@@ -220,7 +227,11 @@ pub(crate) async fn status_error(
             message = format!("{message} ({detail})");
         }
     }
-    CopyError::new(class, action, message)
+    let error = CopyError::new(class, action, message);
+    match retry_after {
+        Some(wait) => error.with_retry_after(wait),
+        None => error,
+    }
 }
 
 /// `host[:port]` as requests name it.

@@ -47,6 +47,8 @@ impl Side {
         authorization: Option<HeaderValue>,
         action: &str,
     ) -> Result<reqwest::Response, CopyError> {
+        // A host that asked to be left alone (Retry-After) is, by every copy of the process.
+        crate::pause::wait(&self.host, self.retry.max_delay, action).await?;
         let mut request = build(&self.http);
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
