@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
 use crate::stage::{Stage, stage};
 use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
-use crate::verify::{self, Checked};
+use crate::verify::{self, Refusal};
 use crate::{Context, Error};
 
 #[tracing::instrument(skip_all, fields(mirror = %mirror.name_any()))]
@@ -48,10 +48,12 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
     ) {
         Stage::Wait(wait) => Ok(Action::requeue(wait)),
         Stage::AwaitChange => Ok(Action::await_change()),
-        Stage::WatchJob { digest } => match run_copy_job(&ctx, &mirror, &plan, &digest).await? {
-            JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
-            JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
-        },
+        Stage::WatchJob { digest } => {
+            match run_copy_job(&ctx, &mirror, &plan, &digest, JobKeys::Unread).await? {
+                JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
+                JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
+            }
+        }
         Stage::Run => {
             let (source, observed) = observe(&ctx, &mirror, &plan).await?;
             let step = decide(&mirror, &plan, &observed);
@@ -133,22 +135,20 @@ async fn act(
             Ok(requeue_for_refresh(ctx, mirror))
         }
         Step::UpToDate { digest } => {
-            let keys = match verify::check(ctx, plan, source).await {
-                Checked::NotCovered => None,
-                Checked::Verified { key, .. } => Some(key),
-                refused => return refuse(ctx, mirror, refused).await,
+            let verified = match verify::check(ctx, plan, source, &digest).await {
+                Ok(verified) => verified,
+                Err(refusal) => return refuse(ctx, mirror, refusal).await,
             };
             let mut mirrored = ready(plan, &digest, CopyOutcome::up_to_date(&digest));
-            mirrored.verified_by = keys;
+            mirrored.verified_by = verified.map(|v| v.key);
             write_status(ctx, mirror, Outcome::Ready(mirrored)).await?;
             Ok(requeue_for_refresh(ctx, mirror))
         }
         Step::Copy { digest } => {
             // A source a `sources.verify` rule covers is checked before anything is written.
-            let keys = match verify::check(ctx, plan, source).await {
-                Checked::NotCovered => None,
-                Checked::Verified { keys, .. } => Some(keys),
-                refused => return refuse(ctx, mirror, refused).await,
+            let keys = match verify::check(ctx, plan, source, &digest).await {
+                Ok(verified) => verified.map(|v| v.keys),
+                Err(refusal) => return refuse(ctx, mirror, refusal).await,
             };
             copy(ctx, mirror, plan, source, &digest, keys).await
         }
@@ -157,16 +157,15 @@ async fn act(
 
 /// A source that failed `sources.verify`: Failed without a copy (the gate releaser then
 /// restores the Pods' original images), or retried when the check could not be made.
-async fn refuse(ctx: &Context, mirror: &ImageMirror, checked: Checked) -> Result<Action, Error> {
-    match checked {
-        Checked::Refused { reason, message } => {
+async fn refuse(ctx: &Context, mirror: &ImageMirror, refusal: Refusal) -> Result<Action, Error> {
+    match refusal {
+        Refusal::Refused { reason, message } => {
             write_status(ctx, mirror, Outcome::Permanent { reason, message }).await?;
             Ok(Action::await_change())
         }
-        Checked::Unavailable(message) => {
+        Refusal::Unavailable(message) => {
             fail(ctx, mirror, true, "VerifyUnavailable", message).await
         }
-        Checked::NotCovered | Checked::Verified { .. } => Ok(Action::await_change()),
     }
 }
 
@@ -186,7 +185,7 @@ async fn copy(
     if ctx.config.copy.executor == CopyExecutor::Inline {
         return copy_inline(ctx, mirror, plan, source, digest, keys).await;
     }
-    match run_copy_job(ctx, mirror, plan, digest).await? {
+    match run_copy_job(ctx, mirror, plan, digest, JobKeys::Read(keys.as_ref())).await? {
         JobState::Running(job) => {
             let outcome = Outcome::Mirroring {
                 job,
@@ -248,11 +247,12 @@ async fn finish_copy(
         .message
         .clone()
         .unwrap_or_else(|| "copy failed".into());
-    let reason = match result.error_class {
-        Some(class @ (ErrorClass::SignatureMissing | ErrorClass::SignatureInvalid)) => {
-            verify::refusal_reason(class)
-        }
-        class => format!("Copy{}", capitalize(class.map_or("failed", |c| c.as_str()))),
+    let reason = match result.error_class.and_then(verify::signature_reason) {
+        Some(signature) => signature.to_owned(),
+        None => format!(
+            "Copy{}",
+            capitalize(result.error_class.map_or("failed", |c| c.as_str()))
+        ),
     };
     fail(ctx, mirror, result.is_transient(), &reason, message).await
 }
@@ -302,13 +302,8 @@ async fn copy_inline(
             }
             Metrics::count(&ctx.metrics.copies, "failure");
             let transient = e.is_transient() || e.class == ErrorClass::Unauthorized;
-            let reason = match e.class {
-                ErrorClass::SignatureMissing | ErrorClass::SignatureInvalid => {
-                    verify::refusal_reason(e.class)
-                }
-                _ => "CopyFailed".to_owned(),
-            };
-            fail(ctx, mirror, transient, &reason, e).await
+            let reason = verify::signature_reason(e.class).unwrap_or("CopyFailed");
+            fail(ctx, mirror, transient, reason, e).await
         }
     }
 }
@@ -451,11 +446,19 @@ enum JobState {
 
 /// Create the copy Job for this digest if there is none; report its result once it ends. A
 /// finished failed Job is deleted after its result is read, so the next attempt can start.
+/// The `sources.verify` keys a copy Job is created with: read in this pass already (`None`: no
+/// rule covers the source), or to be read should a Job have to be created.
+enum JobKeys<'a> {
+    Read(Option<&'a verify::Keys>),
+    Unread,
+}
+
 async fn run_copy_job(
     ctx: &Context,
     mirror: &ImageMirror,
     plan: &Plan,
     digest: &str,
+    keys: JobKeys<'_>,
 ) -> Result<JobState, Error> {
     let namespace = &ctx.config.namespace;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
@@ -463,7 +466,14 @@ async fn run_copy_job(
     let existing = jobs.get_opt(&name).await?;
     let Some(job) = existing else {
         let secret = source_secret(ctx, mirror, plan);
-        let keys = verify::keys_for(ctx, plan).await?;
+        let read;
+        let keys = match keys {
+            JobKeys::Read(keys) => keys,
+            JobKeys::Unread => {
+                read = verify::keys_for(ctx, plan).await?;
+                read.as_ref()
+            }
+        };
         let inputs = JobInputs {
             name: &name,
             namespace,

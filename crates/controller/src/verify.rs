@@ -8,7 +8,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use privateer_api::config::VerifyRule;
-use privateer_registry::cosign::{PublicKey, PublicKeys};
+use privateer_api::names::reason;
+use privateer_registry::cosign::PublicKeys;
 use privateer_registry::{ErrorClass, Image};
 
 use crate::plan::Plan;
@@ -20,46 +21,57 @@ pub struct Keys {
     pub pems: Vec<String>,
 }
 
-/// What the check before a copy found.
-pub enum Checked {
-    /// No rule covers the source.
-    NotCovered,
-    /// A signature by `key` verifies; copy with `keys`.
-    Verified { keys: Keys, key: String },
-    /// No copy: `reason` is `SignatureMissing` or `SignatureInvalid` (or what else refused).
+/// A verified source: the rule's keys (for the copy, which checks again) and the key that
+/// signed it.
+pub struct Verified {
+    pub keys: Keys,
+    pub key: String,
+}
+
+/// Why there is no copy.
+pub enum Refusal {
+    /// No valid signature: `reason` is `SignatureMissing` or `SignatureInvalid` (or what else
+    /// refused); waits for a change.
     Refused { reason: String, message: String },
     /// The keys or the source could not be read; try again later.
     Unavailable(String),
 }
 
-/// Verify `source` if a `sources.verify` rule covers the plan's source.
-pub async fn check(ctx: &Context, plan: &Plan, source: &Image) -> Checked {
+/// Verify `digest` (what this pass resolved the source to) if a `sources.verify` rule covers
+/// the plan's source; `None` when no rule does.
+pub async fn check(
+    ctx: &Context,
+    plan: &Plan,
+    source: &Image,
+    digest: &str,
+) -> Result<Option<Verified>, Refusal> {
     let keys = match keys_for(ctx, plan).await {
-        Ok(None) => return Checked::NotCovered,
+        Ok(None) => return Ok(None),
         Ok(Some(keys)) => keys,
-        Err(e) => return Checked::Unavailable(e.to_string()),
+        Err(e) => return Err(Refusal::Unavailable(e.to_string())),
     };
-    match privateer_registry::verify(source, &ctx.copy_options, &keys.parsed).await {
-        Ok(verified) => Checked::Verified {
-            keys,
-            key: verified.key,
-        },
+    match privateer_registry::verify(source, digest, &ctx.copy_options, &keys.parsed).await {
+        Ok(key) => Ok(Some(Verified { keys, key })),
         Err(e) if e.is_transient() || e.class == ErrorClass::Unauthorized => {
-            Checked::Unavailable(e.to_string())
+            Err(Refusal::Unavailable(e.to_string()))
         }
-        Err(e) => Checked::Refused {
-            reason: refusal_reason(e.class),
+        Err(e) => Err(Refusal::Refused {
+            reason: signature_reason(e.class).map_or_else(
+                || format!("Verify{}", crate::reconcile::capitalize(e.class.as_str())),
+                str::to_owned,
+            ),
             message: e.to_string(),
-        },
+        }),
     }
 }
 
-/// The reason a refused copy is recorded under: the signature classes by their own name.
-pub fn refusal_reason(class: ErrorClass) -> String {
+/// A failed signature check is recorded under its own reason, wherever it was found (the
+/// controller's check, an inline copy, a copy Job); `None` for every other class.
+pub fn signature_reason(class: ErrorClass) -> Option<&'static str> {
     match class {
-        ErrorClass::SignatureMissing => "SignatureMissing".into(),
-        ErrorClass::SignatureInvalid => "SignatureInvalid".into(),
-        other => format!("Verify{}", crate::reconcile::capitalize(other.as_str())),
+        ErrorClass::SignatureMissing => Some(reason::SIGNATURE_MISSING),
+        ErrorClass::SignatureInvalid => Some(reason::SIGNATURE_INVALID),
+        _ => None,
     }
 }
 
@@ -99,14 +111,10 @@ async fn load(ctx: &Context, index: usize, rule: &VerifyRule) -> Result<Keys, Er
             .map_err(|_| problem(format!("key {:?} is not PEM text", wanted.key)))?;
         pems.push((format!("{}/{}", wanted.name, wanted.key), pem));
     }
-    let mut parsed = Vec::new();
-    for (name, pem) in &pems {
-        parsed.push(
-            PublicKey::parse_pem(name, pem.as_bytes()).map_err(|e| Error::Config(e.to_string()))?,
-        );
-    }
+    let parsed = PublicKeys::parse_all(pems.iter().map(|(n, p)| (n.clone(), p.as_bytes())))
+        .map_err(|e| Error::Config(e.to_string()))?;
     Ok(Keys {
-        parsed: Arc::new(PublicKeys::new(parsed)),
+        parsed: Arc::new(parsed),
         pems: pems.into_iter().map(|(_, pem)| pem).collect(),
     })
 }

@@ -109,6 +109,17 @@ impl PublicKeys {
         Self(keys)
     }
 
+    /// Parse `(name, PEM)` pairs; the first key that cannot be used is the error.
+    pub fn parse_all<'a>(
+        named: impl IntoIterator<Item = (String, &'a [u8])>,
+    ) -> Result<Self, KeyError> {
+        named
+            .into_iter()
+            .map(|(name, pem)| PublicKey::parse_pem(&name, pem))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

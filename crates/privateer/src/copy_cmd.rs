@@ -219,15 +219,20 @@ fn verify_keys(
     files: &[PathBuf],
     pems: &[String],
 ) -> anyhow::Result<Option<std::sync::Arc<privateer_registry::cosign::PublicKeys>>> {
-    use privateer_registry::cosign::{PublicKey, PublicKeys};
+    use privateer_registry::cosign::PublicKeys;
     if files.is_empty() && pems.is_empty() {
         return Ok(None);
     }
-    let mut keys = Vec::new();
-    for (i, pem) in pems.iter().enumerate() {
-        let name = format!("--verify-key-pem #{}", i + 1);
-        keys.push(PublicKey::parse_pem(&name, pem.as_bytes())?);
-    }
+    let mut named: Vec<(String, Vec<u8>)> = pems
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            (
+                format!("--verify-key-pem #{}", i + 1),
+                pem.clone().into_bytes(),
+            )
+        })
+        .collect();
     for file in files {
         let pem =
             std::fs::read(file).with_context(|| format!("--verify-key {}", file.display()))?;
@@ -235,9 +240,10 @@ fn verify_keys(
             || file.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        keys.push(PublicKey::parse_pem(&name, &pem).with_context(|| "--verify-key")?);
+        named.push((name, pem));
     }
-    Ok(Some(std::sync::Arc::new(PublicKeys::new(keys))))
+    let keys = PublicKeys::parse_all(named.iter().map(|(n, p)| (n.clone(), p.as_slice())))?;
+    Ok(Some(std::sync::Arc::new(keys)))
 }
 
 fn endpoint(text: Option<&str>, flag: &str) -> anyhow::Result<Option<Endpoint>> {

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::CopyOptions;
 use crate::blob::copy_blob;
-use crate::copy::declared_total;
+use crate::copy::{declared_total, within_resolve_deadline};
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{Body, Manifest};
 use crate::progress::{Event, Progress};
@@ -145,8 +145,11 @@ pub(crate) async fn write(
             continue;
         }
         // Checked sums: sizes come from the source.
-        let blobs: Vec<_> = manifest.blobs().into_iter().cloned().collect();
-        declared_total(&blobs, options.limits.total_bytes, &manifest.digest)?;
+        declared_total(
+            manifest.blobs(),
+            options.limits.total_bytes,
+            &manifest.digest,
+        )?;
         for blob in manifest.blobs() {
             copy_blob(src, dst, blob, false, options, progress.clone(), &aborted).await?;
         }
@@ -184,52 +187,21 @@ pub(crate) async fn write(
     Ok(copied)
 }
 
-/// What [`verify`] established: the digest the image names now and the key that signed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified {
-    pub digest: String,
-    pub key: String,
-}
-
-/// Check, writing nothing, that `image` (resolved now) carries a cosign signature by one of
-/// `keys`: what the controller does before it starts a copy. Ends within `timeouts.resolve`.
+/// Check, writing nothing, that `digest` of `image` (what the caller resolved it to) carries
+/// a cosign signature by one of `keys`; the key's name. What the controller does before it
+/// starts a copy. Ends within `timeouts.resolve`.
 pub async fn verify(
     image: &crate::Image,
+    digest: &str,
     options: &CopyOptions,
     keys: &PublicKeys,
-) -> Result<Verified, CopyError> {
+) -> Result<String, CopyError> {
     let side = Side::new(image, options, Arc::new(crate::Silent))?;
-    let deadline = options.timeouts.resolve;
-    let checked = async {
-        let digest = match image.reference.digest() {
-            Some(digest) => digest.to_string(),
-            None => {
-                let tag = image.reference.effective_tag().unwrap_or("latest");
-                side.manifest_digest(tag).await?.ok_or_else(|| {
-                    CopyError::new(
-                        ErrorClass::NotFound,
-                        format!("resolve {}", image.reference),
-                        "no such manifest in the source registry",
-                    )
-                })?
-            }
-        };
+    let action = format!("verify {}@{digest}", image.reference.name());
+    within_resolve_deadline(&side, options, &action, async {
         let attached =
-            crate::referrers::discover(&side, vec![digest.clone()], options.parallelism).await?;
-        let key = verify_signed(&side, &attached, &digest, keys).await?;
-        Ok(Verified { digest, key })
-    };
-    tokio::time::timeout(deadline, checked)
-        .await
-        .unwrap_or_else(|_| {
-            Err(CopyError::new(
-                ErrorClass::Network,
-                format!("verify {}", image.reference),
-                format!(
-                    "{} did not answer within {}s (timeouts.resolve)",
-                    side.host(),
-                    deadline.as_secs()
-                ),
-            ))
-        })
+            crate::referrers::discover(&side, vec![digest.to_owned()], options.parallelism).await?;
+        verify_signed(&side, &attached, digest, keys).await
+    })
+    .await
 }

@@ -121,7 +121,7 @@ pub(crate) fn abandoned(digest: &str) -> CopyError {
 }
 
 /// Why the source stream broke: the classified error it carried, or a network fault.
-fn stream_error(digest: &str, source: &str, error: &std::io::Error) -> CopyError {
+pub(crate) fn stream_error(digest: &str, source: &str, error: &std::io::Error) -> CopyError {
     match error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<CopyError>())

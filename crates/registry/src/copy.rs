@@ -376,13 +376,24 @@ async fn head_within_deadline(
     options: &CopyOptions,
 ) -> Result<Option<String>, CopyError> {
     let side = Side::new(image, options, Arc::new(crate::Silent))?;
+    let action = format!("resolve {}", image.reference);
+    within_resolve_deadline(&side, options, &action, side.manifest_digest(at)).await
+}
+
+/// `work` on `side`, given up after `timeouts.resolve` as a network failure naming the host.
+pub(crate) async fn within_resolve_deadline<T>(
+    side: &Side,
+    options: &CopyOptions,
+    action: &str,
+    work: impl std::future::Future<Output = Result<T, CopyError>>,
+) -> Result<T, CopyError> {
     let deadline = options.timeouts.resolve;
-    tokio::time::timeout(deadline, side.manifest_digest(at))
+    tokio::time::timeout(deadline, work)
         .await
         .unwrap_or_else(|_| {
             Err(CopyError::new(
                 ErrorClass::Network,
-                format!("resolve {}", image.reference),
+                action,
                 format!(
                     "{} did not answer within {}s (timeouts.resolve)",
                     side.host(),
@@ -401,8 +412,8 @@ fn anchor_tag(digest: &str) -> String {
 
 /// The sum of the blob sizes, in checked arithmetic, within `limits.totalBytes`: checked
 /// before any blob moves.
-pub(crate) fn declared_total(
-    blobs: &[Descriptor],
+pub(crate) fn declared_total<'a>(
+    blobs: impl IntoIterator<Item = &'a Descriptor>,
     limit: u64,
     digest: &str,
 ) -> Result<u64, CopyError> {

@@ -37,7 +37,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use attached::{Verified, verify};
+pub use attached::verify;
 pub use copy::{copy, head, resolve};
 pub use error::{CopyError, ErrorClass};
 pub use limits::{Limits, Redirects, Timeouts};

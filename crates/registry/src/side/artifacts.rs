@@ -1,14 +1,14 @@
 //! The requests that find what is attached to an image: the OCI 1.1 referrers API and small
 //! blobs read whole (signature payloads, bundles).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use http::{Method, StatusCode, header};
-use privateer_image::Digest;
 
 use super::{Operation, Side};
+use crate::blob::stream_error;
 use crate::error::{CopyError, ErrorClass};
 use crate::manifest::{Descriptor, OCI_INDEX};
-use crate::verify;
 use crate::wire::{read_limited, status_error};
 
 impl Side {
@@ -55,36 +55,33 @@ impl Side {
         .await
     }
 
-    /// A small blob read whole, within `limit` bytes, checked against its digest.
+    /// A small blob read whole, within `limit` bytes: the blob stream copies use, so size
+    /// and digest are checked the same way (and the declared size first).
     pub(crate) async fn pull_small_blob(
         &self,
         descriptor: &Descriptor,
         limit: u64,
         limit_name: &str,
     ) -> Result<Bytes, CopyError> {
-        let action = format!("pull blob {} from {}", descriptor.digest, self.name);
-        let digest = Digest::parse(&descriptor.digest)
-            .map_err(|e| CopyError::new(ErrorClass::Invalid, &action, e.to_string()))?;
-        let bytes = self
-            .call(|| async {
-                let response = self
-                    .send(Operation::Pull, &action, |c| {
-                        c.get(self.url(&format!("blobs/{digest}")))
-                    })
-                    .await?;
-                if !response.status().is_success() {
-                    return Err(status_error(response, &self.host, &action).await);
-                }
-                read_limited(response, limit, &action, limit_name).await
-            })
-            .await?;
-        if !verify::matches(&bytes, &digest) {
+        if descriptor.size > limit {
             return Err(CopyError::new(
-                ErrorClass::DigestMismatch,
-                action,
-                format!("the blob served does not match {digest}"),
+                ErrorClass::Invalid,
+                format!("pull blob {} from {}", descriptor.digest, self.name),
+                format!(
+                    "it declares {} bytes, over the limit {limit_name} = {limit}",
+                    descriptor.size
+                ),
             ));
         }
-        Ok(bytes)
+        self.call(|| async {
+            let mut stream = self.pull_blob_once(descriptor).await?;
+            let mut body = BytesMut::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| stream_error(&descriptor.digest, &self.name, &e))?;
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body.freeze())
+        })
+        .await
     }
 }
