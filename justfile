@@ -19,9 +19,11 @@ generate:
     cargo run -q -p privateer -- crd > crd/imagemirrors.privateer.dev.yaml.tmp
     mv crd/imagemirrors.privateer.dev.yaml.tmp crd/imagemirrors.privateer.dev.yaml
     cp crd/imagemirrors.privateer.dev.yaml charts/privateer/crds/imagemirrors.privateer.dev.yaml
-    cargo run -q -p privateer -- config schema > target/config.schema.json
-    python3 tests/chart_schema.py charts/privateer/values.schema.base.json target/config.schema.json \
-        charts/privateer/values.schema.json docs/configuration.md
+    # A temporary file: the target directory may live outside the checkout (CARGO_TARGET_DIR).
+    schema=$(mktemp) && trap 'rm -f "$schema"' EXIT && \
+        cargo run -q -p privateer -- config schema > "$schema" && \
+        python3 tests/chart_schema.py charts/privateer/values.schema.base.json "$schema" \
+            charts/privateer/values.schema.json docs/configuration.md
 
 # Formatting and clippy, warnings denied.
 lint:

@@ -26,6 +26,7 @@ pub const PLATFORM_PATTERN: &str = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$";
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Digest", type_ = "string", json_path = ".status.shortDigest"),
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.usage.pods"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -169,6 +170,24 @@ pub struct ImageMirrorStatus {
     /// which they do not name (each platform's own artifacts still came along).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrers_omitted: Option<u32>,
+    /// The Pods that use this image, as the controller counts them from its Pod watch
+    /// (absent: no Pod has used it since the controller started counting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<MirrorUsage>,
+}
+
+/// How many Pods use a mirror, written by the controller (never on the admission path).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorUsage {
+    /// Pods that name this image now (those not yet Succeeded or Failed), by the source name
+    /// or, once rewritten, by their `privateer.dev/original-images` annotation.
+    #[serde(default)]
+    pub pods: u32,
+    /// When the count last changed while a Pod used the image, or when the last one went:
+    /// with `pods: 0`, the time since which no Pod has used it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_time: Option<Time>,
 }
 
 impl ImageMirrorSpec {

@@ -10,7 +10,8 @@ pub mod policy;
 
 pub use config::Config;
 pub use crd::{
-    DeletionPolicy, ImageMirror, ImageMirrorSpec, ImageMirrorStatus, Phase, SecretReference,
+    DeletionPolicy, ImageMirror, ImageMirrorSpec, ImageMirrorStatus, MirrorUsage, Phase,
+    SecretReference,
 };
 pub use duration::Duration;
 

@@ -17,6 +17,9 @@ pub const LABEL_GATED: &str = "privateer.dev/gated";
 pub const LABEL_IMAGE_MIRROR: &str = "privateer.dev/imagemirror";
 /// Annotation on an ImageMirror: who declared it (`webhook`, `backfill`, or absent for users).
 pub const ANNOTATION_CREATED_BY: &str = "privateer.dev/created-by";
+/// Label on an ImageMirror: `"true"` lets `controller.retention` delete it when unused (a
+/// mirror declared by hand is otherwise kept), `"false"` keeps one privateer recorded.
+pub const LABEL_RETENTION: &str = "privateer.dev/retention";
 /// Label on privateer's own Pods, so its webhook never rewrites itself.
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/part-of";
 /// The value of [`LABEL_COMPONENT`] on privateer's objects.

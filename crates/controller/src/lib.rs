@@ -13,10 +13,13 @@ mod job;
 mod leader;
 mod metrics;
 mod plan;
+mod pod_watch;
 mod pods;
 mod reconcile;
+mod retention;
 mod stage;
 mod status;
+mod usage;
 mod verify;
 
 use std::sync::Arc;
@@ -248,7 +251,7 @@ pub async fn run(
     leader::while_leading(&ctx, stopping, |term| run_controllers(ctx.clone(), term)).await
 }
 
-/// The three loops, until `stop` is cancelled. The reconciler is driven by the index: every
+/// The three loops (mirrors, gated Pods, all Pods), until `stop` is cancelled. The reconciler is driven by the index: every
 /// mirror it holds at the start of the term, then each change.
 async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
@@ -295,15 +298,12 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
             }
         });
     let gates_done = pods::run_gate_releaser(ctx.clone(), stop.clone().cancelled_owned());
-    let backfill_done = async {
-        if ctx.config.controller.backfill {
-            pods::run_backfill(ctx.clone(), stop.clone().cancelled_owned()).await;
-        }
-    };
+    // Usage, retention and backfill: one watch of every Pod.
+    let pods_done = pod_watch::run(ctx.clone(), stop.clone().cancelled_owned());
     ctx.metrics
         .leading
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    futures::join!(mirrors_done, gates_done, backfill_done);
+    futures::join!(mirrors_done, gates_done, pods_done);
     ctx.metrics
         .leading
         .store(false, std::sync::atomic::Ordering::Relaxed);

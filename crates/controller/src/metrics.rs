@@ -34,7 +34,10 @@ pub struct Metrics {
     pub copies: Family<ResultLabel, Counter>,
     pub copy_bytes: Histogram,
     pub copy_seconds: Histogram,
+    /// Mirrors deleted by `controller.retention`.
+    pub retired: Family<ResultLabel, Counter>,
     mirrors: Family<PhaseLabel, Gauge>,
+    unused: Gauge,
     queue: Family<QueueLabel, Gauge>,
     /// The process's ImageMirror index, counted by phase at each scrape.
     index: Arc<MirrorIndex>,
@@ -69,8 +72,20 @@ impl Metrics {
             "Wall time of successful copies",
             copy_seconds.clone(),
         );
+        let retired = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "mirrors_retired",
+            "ImageMirrors deleted by controller.retention, unused for controller.retention.unusedFor",
+            retired.clone(),
+        );
         let mirrors = Family::<PhaseLabel, Gauge>::default();
         registry.register("mirrors", "ImageMirrors by phase", mirrors.clone());
+        let unused = Gauge::default();
+        registry.register(
+            "mirrors_unused",
+            "ImageMirrors no Pod uses now (status.usage.pods is 0 or unset)",
+            unused.clone(),
+        );
         // kube-runtime keeps its work queue private: the queue is read from the objects.
         let queue = Family::<QueueLabel, Gauge>::default();
         registry.register(
@@ -84,7 +99,9 @@ impl Metrics {
             copies,
             copy_bytes,
             copy_seconds,
+            retired,
             mirrors,
+            unused,
             queue,
             index,
             ready: AtomicBool::new(false),
@@ -113,13 +130,19 @@ impl Metrics {
                 Phase::Failed,
             ];
             let mut counts = [0usize; 4];
-            let (mut due, mut scheduled) = (0, 0);
+            let (mut due, mut scheduled, mut unused) = (0, 0, 0);
             for mirror in self.index.all() {
                 let Ok(mirror) = &mirror.0 else { continue };
                 if let Some(i) = phases.iter().position(|p| *p == mirror.phase()) {
                     counts[i] += 1;
                 }
                 let status = mirror.status.as_ref();
+                if status
+                    .and_then(|s| s.usage.as_ref())
+                    .is_none_or(|u| u.pods == 0)
+                {
+                    unused += 1;
+                }
                 if status.and_then(|s| s.observed_generation) != mirror.metadata.generation {
                     due += 1;
                 } else if status.is_some_and(|s| s.next_retry_time.is_some()) {
@@ -136,6 +159,7 @@ impl Metrics {
             for (state, count) in [("due", due), ("scheduled", scheduled)] {
                 self.queue.get_or_create(&QueueLabel { state }).set(count);
             }
+            self.unused.set(unused);
         }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {

@@ -1,25 +1,20 @@
-//! The Pod side of the controller: the gate releaser (gated Pods, woken by their mirrors) and
-//! backfill (ImageMirrors for Pods admitted while the webhook was down).
+//! The gate releaser: gated Pods (a label-selected watch), woken by their mirrors.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use privateer_api::{ImageMirror, names};
-use privateer_image::{Reference, object_name};
-
-use privateer_api::pod::{Around, mirrored_images, original_images};
-
+use privateer_api::names;
+use privateer_api::pod::original_images;
 use privateer_index::Changed;
 
 use crate::gate::{GateAction, decide, needed_mirrors, release_patch};
@@ -113,74 +108,4 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
     tracing::info!(pod = %format!("{namespace}/{}", pod.name_any()), %reason, "gate removed");
     crate::events::publish(&ctx, &pod.object_ref(&()), kind, reason, Some(note), action).await;
     Ok(Action::await_change())
-}
-
-/// Create the ImageMirrors of every Pod's public images that have none, so the next Pod uses
-/// the mirror. Each image is asked about once per controller lifetime. Which images is the
-/// webhook's rule (`privateer_api::pod::mirrored_images`), with the namespaces labelled
-/// `privateer.dev/skip=true` known from a metadata watch, read fully before any Pod.
-pub async fn run_backfill(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
-    let (skipped, writer) = reflector::store();
-    let namespaces = watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(ctx.client.clone()),
-        watcher::Config::default().labels(&format!("{}=true", names::SKIP)),
-    )
-    .default_backoff();
-    let namespaces = reflector(writer, namespaces).for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::debug!("backfill namespace watch: {e}");
-        }
-    });
-    let own_images: Vec<String> = Reference::parse(&ctx.copy_image)
-        .map(|r| vec![r.name()])
-        .unwrap_or_default();
-    let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let mirrors: Api<ImageMirror> = Api::all(ctx.client.clone());
-    let mut known = HashSet::new();
-    let mut events = watcher(pods, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let work = async {
-        if skipped.wait_until_ready().await.is_err() {
-            return;
-        }
-        while let Some(event) = events.next().await {
-            let pod = match event {
-                Ok(pod) => pod,
-                Err(e) => {
-                    tracing::debug!("backfill watch: {e}");
-                    continue;
-                }
-            };
-            let namespace = pod.namespace().unwrap_or_default();
-            let around = Around {
-                config: &ctx.config,
-                own_images: &own_images,
-                namespace_skipped: skipped.get(&ObjectRef::new(&namespace)).is_some(),
-            };
-            for source in mirrored_images(&pod, &around) {
-                let name = object_name(&source);
-                if known.contains(&name) {
-                    continue;
-                }
-                let mirror = ImageMirror::recorded_by(&name, &source.to_string(), "backfill");
-                match mirrors.create(&PostParams::default(), &mirror).await {
-                    Ok(_) => {
-                        tracing::info!(mirror = %name, "backfill: created for a pod admitted without it");
-                        known.insert(name);
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => {
-                        known.insert(name);
-                    }
-                    Err(e) => tracing::warn!(mirror = %name, "backfill: {e}"),
-                }
-            }
-        }
-    };
-    tokio::select! {
-        () = work => {}
-        () = namespaces => {}
-        () = shutdown => {}
-    }
 }

@@ -485,6 +485,26 @@ pub struct ControllerConfig {
     pub retry: RetryConfig,
     /// Create ImageMirrors for pods admitted while the webhook was down.
     pub backfill: bool,
+    pub retention: RetentionConfig,
+}
+
+/// Deleting mirrors no Pod uses (off by default). Mirrors the webhook or backfill recorded
+/// are deleted once unused for `unusedFor`; one declared by hand only when labelled
+/// `privateer.dev/retention: "true"` (and `"false"` keeps a recorded one). Each mirror's
+/// `deletionPolicy` decides whether its image goes too.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How long no Pod may have used a mirror before it is deleted; 0: never.
+    pub unused_for: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            unused_for: secs(0),
+        }
+    }
 }
 
 impl Default for ControllerConfig {
@@ -494,6 +514,7 @@ impl Default for ControllerConfig {
             refresh_interval: secs(6 * 3600),
             retry: RetryConfig::default(),
             backfill: true,
+            retention: RetentionConfig::default(),
         }
     }
 }

@@ -396,6 +396,11 @@ impl Config {
             "controller.refreshInterval",
             "must not be negative",
         );
+        p.check(
+            !ctl.retention.unused_for.is_negative(),
+            "controller.retention.unusedFor",
+            "must not be negative",
+        );
         let r = &ctl.retry;
         p.positive("controller.retry.initialBackoff", &r.initial_backoff);
         p.positive("controller.retry.maxBackoff", &r.max_backoff);

@@ -259,6 +259,15 @@ pub async fn wait_ready(metrics: &str, process: &Managed) {
 /// The `apps` namespace, `privateer run` with `extra` configuration serving the webhook over
 /// TLS on a free port, registered with the API server, ready.
 pub async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed {
+    start_registered_with_metrics(env, name, extra).await.0
+}
+
+/// [`start_registered`], with the address of its plain port (`/metrics`).
+pub async fn start_registered_with_metrics(
+    env: &TestEnv,
+    name: &str,
+    extra: &str,
+) -> (Managed, String) {
     let apps: Namespace = serde_json::from_value(json!({"metadata": {"name": "apps"}})).unwrap();
     Api::<Namespace>::all(env.client())
         .create(&PostParams::default(), &apps)
@@ -280,7 +289,7 @@ pub async fn start_registered(env: &TestEnv, name: &str, extra: &str) -> Managed
         &ca.cert_pem,
     )
     .await;
-    privateer
+    (privateer, metrics)
 }
 
 /// A Pod of one container `app` running `image` in the `apps` namespace.

@@ -1,0 +1,151 @@
+//! The mirror's life through `privateer run` and a Pod on the real node: the controller counts
+//! the Pods that use a mirror (`status.usage`, the `PODS` column, `privateer_mirrors_unused`),
+//! and with `controller.retention.unusedFor` deletes the mirrors privateer recorded once no Pod
+//! has used them for that long, keeping those declared by hand unless labelled for retention.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use privateer_api::{ImageMirror, ImageMirrorSpec, names};
+use privateer_e2e::env::wait_pod_phase;
+
+mod common;
+use common::installed::eventually;
+use common::*;
+
+/// The value of the metric line starting with `series` (`name{labels}`), 0 when absent.
+fn metric(metrics: &str, series: &str) -> f64 {
+    let (_, text) = http_get(metrics, "/metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+fn usage_of(mirror: &ImageMirror) -> Option<(u32, bool)> {
+    let usage = mirror.status.as_ref()?.usage.as_ref()?;
+    Some((usage.pods, usage.last_used_time.is_some()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_are_counted_on_their_mirror_and_unused_recorded_mirrors_are_retired() {
+    let Some(env) = prepared("usage and retention").await else {
+        return;
+    };
+    env.push_runnable("library/counted", "1", &["sleep", "3600"])
+        .await
+        .unwrap();
+    let client = env.client();
+    let mirrors: Api<ImageMirror> = Api::all(client.clone());
+    // Declared by hand before privateer starts: one kept, one labelled for retention.
+    let kept = mirror_name("declared:1");
+    let labelled = mirror_name("declared:2");
+    mirrors
+        .create(
+            &PostParams::default(),
+            &ImageMirror::new(&kept, ImageMirrorSpec::for_source("declared:1")),
+        )
+        .await
+        .unwrap();
+    let mut retained = ImageMirror::new(&labelled, ImageMirrorSpec::for_source("declared:2"));
+    retained.metadata.labels = Some([(names::LABEL_RETENTION.into(), "true".into())].into());
+    mirrors
+        .create(&PostParams::default(), &retained)
+        .await
+        .unwrap();
+
+    let unused_for: u64 = 8;
+    let (privateer, metrics) = start_registered_with_metrics(
+        &env,
+        "lifecycle",
+        &format!("controller: {{retention: {{unusedFor: {unused_for}s}}}}"),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    pods.create(&PostParams::default(), &apps_pod("counted", "counted:1"))
+        .await
+        .unwrap();
+    let running = wait_pod_phase(&pods, "counted", "Running").await.unwrap();
+    let image = running.spec.unwrap().containers[0].image.clone().unwrap();
+    assert!(
+        image.contains("/mirror/docker.io/library/counted"),
+        "{image}"
+    );
+
+    let name = mirror_name("counted:1");
+    eventually(20, "the Pod counted on its mirror", async || {
+        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
+        match usage_of(&mirror) {
+            Some((1, true)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let table = env
+        .kubectl()
+        .args(["get", "imagemirrors", &name])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let (header, row) = table.split_once('\n').unwrap();
+    let column = header.split_whitespace().position(|c| c == "PODS").unwrap();
+    assert_eq!(row.split_whitespace().nth(column), Some("1"), "{table}");
+    // Used longer than unusedFor: still there (the Pod uses it).
+    tokio::time::sleep(std::time::Duration::from_secs(unused_for + 2)).await;
+    assert!(
+        mirrors.get_opt(&name).await.unwrap().is_some(),
+        "in use, kept"
+    );
+    assert_eq!(
+        metric(&metrics, "privateer_mirrors_unused"),
+        1.0,
+        "the kept declared one"
+    );
+
+    pods.delete("counted", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    eventually(30, "the mirror unused", async || {
+        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
+        match usage_of(&mirror) {
+            Some((0, true)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    eventually(
+        unused_for + 20,
+        "the unused recorded mirror retired",
+        async || match mirrors.get_opt(&name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(m) => Err(format!("still there: {:?}", m.status)),
+        },
+    )
+    .await;
+    assert!(
+        mirrors.get_opt(&labelled).await.unwrap().is_none(),
+        "labelled for retention"
+    );
+    assert!(
+        mirrors.get_opt(&kept).await.unwrap().is_some(),
+        "declared by hand: kept\n{}",
+        privateer.log_tail(20)
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "privateer_mirrors_retired_total{result=\"deleted\"}"
+        ),
+        2.0
+    );
+    let events: Api<Event> = Api::all(client.clone());
+    let retired = events
+        .list(&ListParams::default().fields("reason=Retired"))
+        .await
+        .unwrap();
+    let about: Vec<_> = retired
+        .items
+        .iter()
+        .filter_map(|e| e.involved_object.name.clone())
+        .collect();
+    assert!(about.contains(&name), "a Retired Event: {about:?}");
+}
