@@ -251,8 +251,8 @@ pub async fn run(
     leader::while_leading(&ctx, stopping, |term| run_controllers(ctx.clone(), term)).await
 }
 
-/// The three loops (mirrors, gated Pods, all Pods), until `stop` is cancelled. The reconciler is driven by the index: every
-/// mirror it holds at the start of the term, then each change.
+/// The three loops (mirrors, gated Pods, all Pods), until `stop` is cancelled. The reconciler
+/// is driven by the index: every mirror it holds at the start of the term, then each change.
 async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     let owned = watcher::Config::default().labels(&format!(

@@ -114,11 +114,10 @@ impl PodWatch {
                     own_images: &self.own_images,
                     namespace_skipped: self.skipped.get(&ObjectRef::new(&namespace)).is_some(),
                 };
-                self.usage.apply(key(&pod), used_mirrors(&pod, &around));
+                let mirrored = mirrored_images(&pod, &around);
+                self.usage.apply(key(&pod), used_mirrors(&pod, &mirrored));
                 if let Some(backfill) = &mut self.backfill {
-                    backfill
-                        .record(&self.ctx, mirrored_images(&pod, &around))
-                        .await;
+                    backfill.record(&self.ctx, mirrored).await;
                 }
             }
         }

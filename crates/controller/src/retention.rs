@@ -57,8 +57,24 @@ pub fn pass_interval(unused_for: Duration) -> Duration {
 /// Delete `mirror`, only as the controller saw it (a mirror changed meanwhile is kept).
 pub async fn retire(ctx: &Context, mirror: &ImageMirror) -> Result<(), Error> {
     let unused_for = ctx.config.controller.retention.unused_for;
+    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: mirror.uid(),
+            resource_version: mirror.resource_version(),
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&mirror.name_any(), &params).await {
+        Ok(_) => {}
+        // Gone already, or changed since the controller looked: the next pass decides again.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(mirror = %mirror.name_any(), %unused_for, "retired: unused");
+    crate::metrics::Metrics::count(&ctx.metrics.retired, "deleted");
     let note = format!(
-        "no Pod has used this image for {unused_for} (controller.retention.unusedFor); deleting the ImageMirror, deletionPolicy {:?} decides the image",
+        "no Pod has used this image for {unused_for} (controller.retention.unusedFor): ImageMirror deleted, deletionPolicy {:?} decides the image",
         mirror.spec.deletion_policy
     );
     crate::events::publish(
@@ -70,24 +86,7 @@ pub async fn retire(ctx: &Context, mirror: &ImageMirror) -> Result<(), Error> {
         "Retire",
     )
     .await;
-    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: mirror.uid(),
-            resource_version: mirror.resource_version(),
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&mirror.name_any(), &params).await {
-        Ok(_) => {
-            tracing::info!(mirror = %mirror.name_any(), %unused_for, "retired: unused");
-            crate::metrics::Metrics::count(&ctx.metrics.retired, "deleted");
-            Ok(())
-        }
-        // Gone already, or changed since the controller looked: the next pass decides again.
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -82,18 +82,7 @@ pub async fn apply_status(
     mirror: &ImageMirror,
     status: ImageMirrorStatus,
 ) -> Result<(), Error> {
-    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
-    let patch = json!({
-        "apiVersion": "privateer.dev/v1alpha1",
-        "kind": "ImageMirror",
-        "status": status,
-    });
-    api.patch_status(
-        &mirror.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    apply_status_fields(ctx, &mirror.name_any(), FIELD_MANAGER, json!(status)).await?;
     let (before, after) = (mirror.phase(), status.phase.unwrap_or(Phase::Pending));
     if before != after || mirror.status.is_none() {
         let kind = if after == Phase::Failed {
@@ -108,6 +97,29 @@ pub async fn apply_status(
         let regarding = mirror.object_ref(&());
         crate::events::publish(ctx, &regarding, kind, after.as_str(), note, "Reconcile").await;
     }
+    Ok(())
+}
+
+/// Server-side apply of `fields` on the status subresource of the mirror `name`, as
+/// `field_manager`, forced (privateer owns what it writes); fields other managers own stay.
+pub async fn apply_status_fields(
+    ctx: &Context,
+    name: &str,
+    field_manager: &str,
+    fields: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": "privateer.dev/v1alpha1",
+        "kind": "ImageMirror",
+        "status": fields,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(field_manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 

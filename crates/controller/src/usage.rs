@@ -11,19 +11,20 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
-use privateer_api::pod::{Around, mirrored_images, original_images};
+use privateer_api::pod::original_images;
 use privateer_api::{ImageMirror, MirrorUsage};
-use privateer_image::object_name;
+use privateer_image::{Reference, object_name};
 
 use crate::gate::needed_mirrors;
+use crate::status::apply_status_fields;
 use crate::{Context, Error};
 
 const FIELD_MANAGER: &str = "privateer-usage";
 
 /// The mirrors `pod` uses: those its `privateer.dev/original-images` annotation names (once
-/// rewritten) and the public images it still names; none once it has finished.
-pub fn used_mirrors(pod: &Pod, around: &Around<'_>) -> Vec<String> {
+/// rewritten) and `mirrored`, the public images it still names (`mirrored_images`, which
+/// backfill needs too); none once it has finished.
+pub fn used_mirrors(pod: &Pod, mirrored: &[Reference]) -> Vec<String> {
     let finished = pod
         .status
         .as_ref()
@@ -33,7 +34,7 @@ pub fn used_mirrors(pod: &Pod, around: &Around<'_>) -> Vec<String> {
         return Vec::new();
     }
     let mut names = needed_mirrors(&original_images(pod).unwrap_or_default());
-    names.extend(mirrored_images(pod, around).iter().map(object_name));
+    names.extend(mirrored.iter().map(object_name));
     names.sort();
     names.dedup();
     names
@@ -168,21 +169,9 @@ pub fn next_usage(current: Option<&MirrorUsage>, pods: u32, now: Timestamp) -> O
 
 /// Write `usage` on the mirror's status (a mirror deleted meanwhile is not an error).
 pub async fn write(ctx: &Context, mirror: &ImageMirror, usage: &MirrorUsage) -> Result<(), Error> {
-    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
-    let patch = serde_json::json!({
-        "apiVersion": "privateer.dev/v1alpha1",
-        "kind": "ImageMirror",
-        "status": {"usage": usage},
-    });
-    match api
-        .patch_status(
-            &mirror.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
+    let fields = serde_json::json!({ "usage": usage });
+    match apply_status_fields(ctx, &mirror.name_any(), FIELD_MANAGER, fields).await {
+        Ok(()) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -192,6 +181,11 @@ pub async fn write(ctx: &Context, mirror: &ImageMirror, usage: &MirrorUsage) -> 
 mod tests {
     use super::*;
     use privateer_api::Config;
+    use privateer_api::pod::{Around, mirrored_images};
+
+    fn used(pod: &Pod, around: &Around<'_>) -> Vec<String> {
+        used_mirrors(pod, &mirrored_images(pod, around))
+    }
 
     fn pod(images: &[&str], annotation: Option<&str>, phase: &str) -> Pod {
         let mut value = serde_json::json!({
@@ -231,14 +225,14 @@ mod tests {
         );
         let mut expected = vec![name("nginx:1.27"), name("busybox:1.36")];
         expected.sort();
-        assert_eq!(used_mirrors(&rewritten, &around), expected);
+        assert_eq!(used(&rewritten, &around), expected);
         let done = pod(&["busybox:1.36"], None, "Succeeded");
-        assert!(used_mirrors(&done, &around).is_empty());
+        assert!(used(&done, &around).is_empty());
         let skipped = Around {
             namespace_skipped: true,
             ..around
         };
-        assert!(used_mirrors(&pod(&["busybox:1.36"], None, "Running"), &skipped).is_empty());
+        assert!(used(&pod(&["busybox:1.36"], None, "Running"), &skipped).is_empty());
     }
 
     #[test]

@@ -132,7 +132,8 @@ impl MirrorIndex {
 
     /// From now on, each change, announced after the index holds it: the name of a created or
     /// changed mirror, or `All` after a (re)list or when this reader fell behind. Deletions are
-    /// not announced: readers find the mirror gone when they look.
+    /// not announced: readers find the mirror gone when they look; nor is a change of
+    /// `status.usage` alone (the controller's Pod count: nobody is woken by it).
     pub fn changes(&self) -> impl Stream<Item = Changed> + Send + 'static {
         futures::stream::unfold(self.changes.subscribe(), |mut receiver| async move {
             let changed = match receiver.recv().await {
@@ -154,16 +155,45 @@ pub enum Changed {
     All,
 }
 
+/// The Pod count the controller writes (`status.usage`) is the only difference: no reader acts
+/// on it (the reconciler, the gate releaser and the usage writer itself would each be woken
+/// for nothing on every count change), and the index holds it for those who read it.
+fn only_usage_changed(before: &Entry, after: &Entry) -> bool {
+    let (Ok(before), Ok(after)) = (&before.0, &after.0) else {
+        return false;
+    };
+    let without_usage = |mirror: &ImageMirror| {
+        let mut mirror = mirror.clone();
+        mirror.metadata.resource_version = None;
+        mirror.metadata.managed_fields = None;
+        if let Some(status) = &mut mirror.status {
+            status.usage = None;
+        }
+        mirror
+    };
+    before.status.as_ref().map(|s| &s.usage) != after.status.as_ref().map(|s| &s.usage)
+        && without_usage(before) == without_usage(after)
+}
+
 fn name_of(entry: &Entry) -> Option<String> {
     use kube::Resource;
     entry.meta().name.clone()
 }
 
 impl IndexWriter {
-    /// Applies one watch event, then announces it.
+    /// Applies one watch event, then announces it (unless only `status.usage` changed).
     pub fn apply_event(&mut self, event: &watcher::Event<Entry>) {
+        let usage_only = match event {
+            watcher::Event::Apply(entry) => self
+                .index
+                .store
+                .get(&ObjectRef::from_obj(entry))
+                .is_some_and(|before| only_usage_changed(&before, entry)),
+            _ => false,
+        };
         self.writer.apply_watcher_event(event);
         let change = match event {
+            watcher::Event::Apply(_) if usage_only => None,
             watcher::Event::Apply(entry) => name_of(entry).map(Change::Applied),
             watcher::Event::InitDone => {
                 self.index.synced.store(true, Ordering::Release);

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use futures::StreamExt;
-use privateer_api::{ImageMirror, ImageMirrorSpec, ImageMirrorStatus, Phase};
+use privateer_api::{ImageMirror, ImageMirrorSpec, ImageMirrorStatus, MirrorUsage, Phase};
 use privateer_index::{Changed, MirrorIndex};
 
 fn mirror(name: &str, phase: Option<Phase>) -> ImageMirror {
@@ -55,6 +55,30 @@ async fn a_change_is_announced_once_the_index_holds_it() {
     writer.list(vec![mirror("x", None), mirror("y", None)]);
     assert_eq!(changes.next().await, Some(Changed::All));
     assert_eq!(index.all().len(), 2);
+}
+
+#[tokio::test]
+async fn a_change_of_the_pod_count_alone_is_held_not_announced() {
+    let (index, mut writer) = MirrorIndex::new();
+    writer.list(vec![mirror("a", Some(Phase::Ready))]);
+    let mut changes = Box::pin(index.changes());
+    let mut counted = mirror("a", Some(Phase::Ready));
+    counted.status.as_mut().unwrap().usage = Some(MirrorUsage {
+        pods: 3,
+        last_used_time: None,
+    });
+    counted.metadata.resource_version = Some("2".into());
+    writer.apply(counted.clone());
+    assert_eq!(
+        index.read("a", |m| m.status.as_ref().unwrap().usage.clone()),
+        Some(counted.status.as_ref().unwrap().usage.clone()),
+        "held"
+    );
+    // The next announcement is the phase change, not the count.
+    counted.status.as_mut().unwrap().phase = Some(Phase::Failed);
+    writer.apply(counted);
+    assert_eq!(changes.next().await, Some(Changed::Mirror("a".into())));
+    assert_eq!(index.read("a", ImageMirror::phase), Some(Phase::Failed));
 }
 
 #[tokio::test]

@@ -21,9 +21,17 @@ fn metric(metrics: &str, series: &str) -> f64 {
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
 
-fn usage_of(mirror: &ImageMirror) -> Option<(u32, bool)> {
-    let usage = mirror.status.as_ref()?.usage.as_ref()?;
-    Some((usage.pods, usage.last_used_time.is_some()))
+/// Until the mirror `name` says `pods` Pods use it, with the time of the last change.
+async fn wait_usage(mirrors: &Api<ImageMirror>, name: &str, pods: u32, what: &str) {
+    eventually(30, what, async || {
+        let mirror = mirrors.get(name).await.map_err(|e| e.to_string())?;
+        let usage = mirror.status.as_ref().and_then(|s| s.usage.as_ref());
+        match usage.map(|u| (u.pods, u.last_used_time.is_some())) {
+            Some((counted, true)) if counted == pods => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,14 +80,7 @@ async fn pods_are_counted_on_their_mirror_and_unused_recorded_mirrors_are_retire
     );
 
     let name = mirror_name("counted:1");
-    eventually(20, "the Pod counted on its mirror", async || {
-        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
-        match usage_of(&mirror) {
-            Some((1, true)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_usage(&mirrors, &name, 1, "the Pod counted on its mirror").await;
     let table = env
         .kubectl()
         .args(["get", "imagemirrors", &name])
@@ -104,14 +105,7 @@ async fn pods_are_counted_on_their_mirror_and_unused_recorded_mirrors_are_retire
     pods.delete("counted", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
-    eventually(30, "the mirror unused", async || {
-        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
-        match usage_of(&mirror) {
-            Some((0, true)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_usage(&mirrors, &name, 0, "the mirror unused").await;
     eventually(
         unused_for + 20,
         "the unused recorded mirror retired",
