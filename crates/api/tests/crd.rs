@@ -80,7 +80,7 @@ fn source_is_required_and_immutable_by_cel() {
 }
 
 #[test]
-fn printer_columns_show_source_phase_digest_attempts_age_and_wide_target() {
+fn printer_columns_show_source_phase_digest_attempts_pods_age_and_wide_target() {
     let crd = ImageMirror::crd();
     let columns = crd.spec.versions[0]
         .additional_printer_columns
@@ -95,6 +95,7 @@ fn printer_columns_show_source_phase_digest_attempts_age_and_wide_target() {
         ("Phase", ".status.phase", 0),
         ("Digest", ".status.shortDigest", 0),
         ("Attempts", ".status.attempts", 0),
+        ("Pods", ".status.usage.pods", 0),
         ("Age", ".metadata.creationTimestamp", 0),
         ("Target", ".status.targetImage", 1),
     ];
