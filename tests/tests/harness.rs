@@ -53,7 +53,9 @@ async fn api_server_accepts_the_crd_and_kubectl_prints_the_columns() {
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "SOURCE", "PHASE", "DIGEST", "ATTEMPTS", "PODS", "AGE"],
+        [
+            "NAME", "SOURCE", "PHASE", "DIGEST", "ATTEMPTS", "PODS", "AGE"
+        ],
         "{table}"
     );
     assert!(table.contains("nginx:1.27"), "{table}");
