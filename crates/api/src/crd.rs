@@ -223,6 +223,15 @@ impl ImageMirror {
             .and_then(|s| s.phase)
             .unwrap_or(Phase::Pending)
     }
+
+    /// Is the `Verified` condition `True` (a `sources.verify` rule's signatures checked out)?
+    pub fn is_verified(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == crate::names::condition::VERIFIED && c.status == "True")
+        })
+    }
 }
 
 /// `sha256:0123456789ab` from a full digest; other strings pass through.

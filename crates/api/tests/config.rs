@@ -88,7 +88,7 @@ fn unknown_enum_value_names_key_value_and_choices() {
     assert_eq!(got.len(), 1);
     assert!(
         got[0].starts_with(
-            "webhook.rewritePolicy: unknown value \"Sometimes\", expected one of Gate, WhenReady, Always, Wait"
+            "webhook.rewritePolicy: unknown value \"Sometimes\", expected one of Gate, WhenReady, Always, Wait, Record"
         ),
         "{got:?}"
     );

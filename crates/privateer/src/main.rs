@@ -5,6 +5,7 @@ mod copy_cmd;
 mod copy_progress;
 mod image_cmd;
 mod operator_cmd;
+mod report_cmd;
 mod target_cmd;
 
 use std::io::Write;
@@ -42,6 +43,8 @@ enum Command {
     Webhook(operator_cmd::OperatorArgs),
     /// Webhook and controller in one process (small clusters, the demo).
     Run(operator_cmd::OperatorArgs),
+    /// List the images Pods run, by namespace and workload: mirrored? Ready? denied by policy?
+    Report(report_cmd::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => operator_cmd::run(args, operator_cmd::Parts::Controller),
         Command::Webhook(args) => operator_cmd::run(args, operator_cmd::Parts::Webhook),
         Command::Run(args) => operator_cmd::run(args, operator_cmd::Parts::Both),
+        Command::Report(args) => report_cmd::run(args),
     };
     match result {
         Ok(output) => {

@@ -25,7 +25,7 @@ pub enum Parts {
 
 /// The image copy Jobs run when `copy.job.image` is empty: `PRIVATEER_IMAGE` (the chart sets
 /// it to the operator's own image), else the release image of this version.
-fn copy_image(config: &Config) -> String {
+pub(crate) fn copy_image(config: &Config) -> String {
     if !config.copy.job.image.is_empty() {
         return config.copy.job.image.clone();
     }

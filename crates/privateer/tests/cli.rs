@@ -156,7 +156,7 @@ fn target_from_a_configuration_file() {
     let out = privateer(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("webhook.rewritePolicy: unknown value \"Sometimes\", expected one of Gate, WhenReady, Always, Wait"), "{err}");
+    assert!(err.contains("webhook.rewritePolicy: unknown value \"Sometimes\", expected one of Gate, WhenReady, Always, Wait, Record"), "{err}");
     refused(
         &[
             "image",
@@ -193,6 +193,20 @@ fn usage_errors_exit_2() {
     assert!(out.stdout.is_empty());
     let out = privateer(&["image", "frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn report_refuses_a_malformed_config_map_name_and_a_missing_file() {
+    refused(
+        &["report", "--config-map", "privateer"],
+        "--config-map \"privateer\": give NAMESPACE/NAME",
+    );
+    refused(
+        &["report", "--config", "/nonexistent/config.yaml"],
+        "/nonexistent/config.yaml",
+    );
+    let out = privateer(&["report", "-o", "yaml"]);
+    assert_eq!(out.status.code(), Some(2), "only table and json");
 }
 
 /// Generated files (the chart's CRD and values schema, docs/configuration.md) match the Rust

@@ -83,13 +83,7 @@ impl Cluster {
 
     /// Whether the mirror's `Verified` condition is True; `None` when there is no such mirror.
     pub fn verified(&self, name: &str) -> Option<bool> {
-        self.mirrors.read(name, |m| {
-            m.status.as_ref().is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == names::condition::VERIFIED && c.status == "True")
-            })
-        })
+        self.mirrors.read(name, ImageMirror::is_verified)
     }
 
     /// Does the namespace carry `privateer.dev/skip=true`?

@@ -139,6 +139,7 @@ pub fn plan_pod(
             plan.not_ready.push(name.clone());
         }
         let new_image = match (policy, ready) {
+            (RewritePolicy::Record, _) => None,
             (_, Some(ready)) => Some(ready.to_owned()),
             (RewritePolicy::WhenReady | RewritePolicy::Wait, None) => None,
             (RewritePolicy::Gate | RewritePolicy::Always, None) => {
@@ -172,7 +173,8 @@ pub fn plan_pod(
     }
     plan.not_ready.sort();
     plan.not_ready.dedup();
-    if !creating {
+    // Record audits: not even pull secrets are added.
+    if !creating || policy == RewritePolicy::Record {
         return plan;
     }
     if !plan.rewritten.is_empty() {

@@ -90,6 +90,39 @@ pub fn judge_static(subject: &Subject, config: &Config) -> Vec<Denial> {
     denials
 }
 
+/// `policy.requireVerified`: an image a `sources.verify` rule covers runs only once its
+/// ImageMirror is `Verified` (judged on what the Pod asked for, before any rewrite).
+/// `verified(name)`: the mirror's Verified condition, `None` when there is no such mirror.
+pub fn judge_verified(
+    subject: &Subject,
+    config: &Config,
+    verified: &dyn Fn(&str) -> Option<bool>,
+) -> Option<Denial> {
+    if !config.policy.require_verified.enabled {
+        return None;
+    }
+    let asked = subject.original.as_deref().unwrap_or(&subject.image);
+    let asked = Reference::parse(asked).ok()?;
+    let (index, _) = config.sources.verify_rule(&asked)?;
+    let name = privateer_image::object_name(&asked);
+    let problem = match verified(&name) {
+        Some(true) => return None,
+        Some(false) => {
+            format!("sources.verify[{index}] covers it and its ImageMirror {name} is not Verified")
+        }
+        None => format!(
+            "sources.verify[{index}] covers it and there is no ImageMirror {name} to verify it yet"
+        ),
+    };
+    Some(Denial {
+        rule: Rule::RequireVerified,
+        container: subject.container.clone(),
+        image: subject.image.clone(),
+        original: subject.original.clone(),
+        problem,
+    })
+}
+
 /// The repository in the target registry the ECR rule asks about; `None`: not an image in
 /// the target registry (the rule then does not apply: `requireTargetRegistry` covers those).
 pub fn ecr_repository(subject: &Subject, config: &Config) -> Option<(String, Option<String>)> {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::Webhook;
 use crate::metrics::{ReasonLabel, RuleLabel};
 use crate::mutate::{PodRequest, Surroundings, plan_pod, plan_pvc};
-use crate::policy::{self, Denial, Rule, Subject};
+use crate::policy::{self, Denial, Subject};
 
 /// The answer body and the outcome label it is counted under.
 pub struct Answered {
@@ -267,7 +267,9 @@ impl Webhook {
     pub async fn judge(&self, subjects: &[Subject]) -> Vec<Denial> {
         let lookups = subjects.iter().map(|subject| async move {
             let mut denials = policy::judge_static(subject, &self.config);
-            denials.extend(self.unverified(subject));
+            denials.extend(policy::judge_verified(subject, &self.config, &|name| {
+                self.cluster.verified(name)
+            }));
             if let Some((repository, digest)) = policy::ecr_repository(subject, &self.config) {
                 let (facts, findings) = self.ecr_answers(&repository, digest.as_deref()).await;
                 denials.extend(policy::judge_ecr(
@@ -293,34 +295,6 @@ impl Webhook {
                 .inc();
         }
         denials
-    }
-
-    /// `policy.requireVerified`: an image a `sources.verify` rule covers runs only once its
-    /// ImageMirror is `Verified` (judged on what the Pod asked for, before any rewrite).
-    fn unverified(&self, subject: &Subject) -> Option<Denial> {
-        if !self.config.policy.require_verified.enabled {
-            return None;
-        }
-        let asked = subject.original.as_deref().unwrap_or(&subject.image);
-        let asked = privateer_image::Reference::parse(asked).ok()?;
-        let (index, _) = self.config.sources.verify_rule(&asked)?;
-        let name = privateer_image::object_name(&asked);
-        let problem = match self.cluster.verified(&name) {
-            Some(true) => return None,
-            Some(false) => format!(
-                "sources.verify[{index}] covers it and its ImageMirror {name} is not Verified"
-            ),
-            None => format!(
-                "sources.verify[{index}] covers it and there is no ImageMirror {name} to verify it yet"
-            ),
-        };
-        Some(Denial {
-            rule: Rule::RequireVerified,
-            container: subject.container.clone(),
-            image: subject.image.clone(),
-            original: subject.original.clone(),
-            problem,
-        })
     }
 
     /// The repository's facts and, when critical findings are denied and the image is pinned,

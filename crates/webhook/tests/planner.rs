@@ -174,6 +174,28 @@ fn when_ready_rewrites_only_ready_mirrors_to_their_digest() {
 }
 
 #[test]
+fn record_records_every_image_and_changes_nothing_even_when_ready() {
+    let mut config = config();
+    config.webhook.image_pull_secrets.names = vec!["ecr-pull".into()];
+    config.webhook.image_pull_policy = Some(PullPolicy::IfNotPresent);
+    let pinned = format!(
+        "{TARGET}/mirror/docker.io/library/nginx@sha256:{}",
+        "a".repeat(64)
+    );
+    let case = Case::new(config).ready("nginx:1.27", &pinned);
+    let source = fixture("pod-mixed.json");
+    let plan = case.plan(&pod(&source), RewritePolicy::Record);
+    assert!(plan.patch.is_empty(), "{:?}", plan.patch);
+    assert!(plan.rewritten.is_empty());
+    assert!(!plan.gated);
+    assert_eq!(
+        plan.create.len(),
+        3,
+        "nginx is recorded already; busybox, node-exporter and localhost:5000 are new"
+    );
+}
+
+#[test]
 fn gate_with_every_mirror_ready_needs_no_gate() {
     let case = Case::new(config()).ready(
         "nginx:1.27",

@@ -78,7 +78,14 @@ config_enum! {
 config_enum! {
     /// How the webhook handles the race between "pod points at the mirror" and
     /// "the mirror has the image" (DESIGN.md, rewritePolicy).
-    RewritePolicy { Gate = "Gate", WhenReady = "WhenReady", Always = "Always", Wait = "Wait" }
+    RewritePolicy {
+        Gate = "Gate",
+        WhenReady = "WhenReady",
+        Always = "Always",
+        Wait = "Wait",
+        /// Audit: mirrors are recorded and copied, Pods are never changed.
+        Record = "Record",
+    }
 }
 
 config_enum! {

@@ -263,7 +263,7 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     /// Largest admission request body accepted, in bytes.
     pub max_body_bytes: u64,
-    /// `Gate`, `WhenReady`, `Always` or `Wait` (README, "Rewrite policies").
+    /// `Gate`, `WhenReady`, `Always`, `Wait` or `Record` (README, "Rewrite policies").
     pub rewrite_policy: RewritePolicy,
     /// `Wait`: how long an admission request waits for a copy before falling back to WhenReady.
     pub wait_timeout: Duration,
