@@ -129,58 +129,77 @@ pub fn start(
             node = crate::node::NODE_NAME,
         ),
     )?;
-    let port = free_port()?;
-    let url = format!("https://{address}:{port}");
-    let mut apiserver = Command::new(bin.join("kube-apiserver"));
-    apiserver.args([
-        &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
-        &format!("--bind-address={address}"),
-        &format!("--advertise-address={address}"),
-        &format!("--secure-port={port}"),
-        &format!("--tls-cert-file={}", serving.cert.display()),
-        &format!("--tls-private-key-file={}", serving.key.display()),
-        &format!("--client-ca-file={}", ca_file.display()),
-        &format!("--token-auth-file={}", tokens.display()),
-        "--authorization-mode=RBAC",
-        &format!("--service-account-key-file={}", sa_pub.display()),
-        &format!("--service-account-signing-key-file={}", sa_key.display()),
-        "--service-account-issuer=https://kubernetes.default.svc",
-        "--service-cluster-ip-range=10.0.0.0/24",
-        &format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
-        &format!("--cert-dir={}", pki.display()),
-        "--allow-privileged=true",
-        "--enable-priority-and-fairness=false",
-        "--profiling=false",
-        "--v=1",
-    ]);
-    if options.node {
-        let client = ca.client_cert(
+    let kubelet_client = if options.node {
+        Some(ca.client_cert(
             &pki,
             "apiserver-kubelet-client",
             "kube-apiserver",
             "system:masters",
-        )?;
-        apiserver.args([
-            &format!("--kubelet-client-certificate={}", client.cert.display()),
-            &format!("--kubelet-client-key={}", client.key.display()),
-            &format!("--kubelet-certificate-authority={}", ca_file.display()),
-            "--kubelet-preferred-address-types=InternalIP",
-        ]);
+        )?)
     } else {
-        // No kubernetes Service endpoints: 127.0.0.1 is not a valid endpoint address.
-        apiserver.arg("--endpoint-reconciler-type=none");
-    }
-    if let Some(config) = admission_config {
-        apiserver.arg(format!(
-            "--admission-control-config-file={}",
-            config.display()
-        ));
-        apiserver.arg(format!(
-            "--enable-admission-plugins={ADMISSION_PLUGINS},ImagePolicyWebhook"
-        ));
-    }
-    let mut apiserver = Managed::spawn("kube-apiserver", apiserver, dir)?;
-    apiserver.wait_for_port((address, port).into(), Duration::from_secs(60))?;
+        None
+    };
+    let apiserver_command = |port: u16| {
+        let mut apiserver = Command::new(bin.join("kube-apiserver"));
+        apiserver.args([
+            &format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            &format!("--bind-address={address}"),
+            &format!("--advertise-address={address}"),
+            &format!("--secure-port={port}"),
+            &format!("--tls-cert-file={}", serving.cert.display()),
+            &format!("--tls-private-key-file={}", serving.key.display()),
+            &format!("--client-ca-file={}", ca_file.display()),
+            &format!("--token-auth-file={}", tokens.display()),
+            "--authorization-mode=RBAC",
+            &format!("--service-account-key-file={}", sa_pub.display()),
+            &format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            &format!("--enable-admission-plugins={ADMISSION_PLUGINS}"),
+            &format!("--cert-dir={}", pki.display()),
+            "--allow-privileged=true",
+            "--enable-priority-and-fairness=false",
+            "--profiling=false",
+            "--v=1",
+        ]);
+        if let Some(client) = &kubelet_client {
+            apiserver.args([
+                &format!("--kubelet-client-certificate={}", client.cert.display()),
+                &format!("--kubelet-client-key={}", client.key.display()),
+                &format!("--kubelet-certificate-authority={}", ca_file.display()),
+                "--kubelet-preferred-address-types=InternalIP",
+            ]);
+        } else {
+            // No kubernetes Service endpoints: 127.0.0.1 is not a valid endpoint address.
+            apiserver.arg("--endpoint-reconciler-type=none");
+        }
+        if let Some(config) = &admission_config {
+            apiserver.arg(format!(
+                "--admission-control-config-file={}",
+                config.display()
+            ));
+            apiserver.arg(format!(
+                "--enable-admission-plugins={ADMISSION_PLUGINS},ImagePolicyWebhook"
+            ));
+        }
+        apiserver
+    };
+    // A port free on loopback when asked may be taken on the node's bridge address by the time
+    // the API server binds it (a connection's local port): then it tries another.
+    let mut attempts = 0;
+    let (apiserver, port) = loop {
+        let port = free_port()?;
+        let mut apiserver = Managed::spawn("kube-apiserver", apiserver_command(port), dir)?;
+        match apiserver.wait_for_port((address, port).into(), Duration::from_secs(60)) {
+            Ok(()) => break (apiserver, port),
+            Err(e) if attempts < 3 && apiserver.log_tail(5).contains("address already in use") => {
+                attempts += 1;
+                eprintln!("kube-apiserver: port {port} was taken, trying another ({e})");
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let url = format!("https://{address}:{port}");
     processes.push(apiserver);
 
     let kubeconfig = dir.join("kubeconfig");
