@@ -5,7 +5,7 @@
 #           test images)
 #   PyPI:   moto[server] in a venv under the cache (the ECR API)
 #   Go:     etcd, kube-apiserver, kube-controller-manager, kubectl, helm (tests/controlplane);
-#           cosign, oras, a registry with the referrers API (tests/peers)
+#           cosign, oras, promtool, a registry with the referrers API (tests/peers)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${PRIVATEER_CACHE:-$HOME/.cache/privateer}
@@ -43,7 +43,7 @@ if [ ! -x "$venv/bin/moto_server" ] || [ "$(cat "$venv/.version" 2>/dev/null)" !
 fi
 
 "$here/controlplane/build.sh" >/dev/null
-# cosign, oras and a registry with the referrers API (the supply-chain tests' peers).
+# cosign, oras and a registry with the referrers API (the supply-chain tests' peers), promtool.
 "$here/peers/build.sh" >/dev/null
 
 # The node's sandbox program: static, so the pause image is this one file.

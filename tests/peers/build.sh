@@ -3,6 +3,7 @@
 # $PRIVATEER_CACHE/peers/bin, and prints that directory:
 #   cosign        signs and attests test images, verifies the mirrored copies
 #   oras          attaches an artifact with a subject (an SBOM) and discovers it
+#   promtool      checks and unit-tests the chart's PrometheusRule
 #   referrers-registry  go-containerregistry's registry with the OCI 1.1 referrers API on
 #                 (./referrers-registry; Debian's distribution 2.8 and distribution v3.1
 #                 have no referrers API, zot is not on the module proxy)
@@ -10,6 +11,8 @@
 set -euo pipefail
 COSIGN_VERSION=v2.6.5
 ORAS_VERSION=v1.3.6
+# Prometheus 3.x's Go module version (v0.3xx.y is Prometheus 3.xx.y).
+PROMTOOL_VERSION=v0.316.0
 cache=${PRIVATEER_CACHE:-$HOME/.cache/privateer}
 bin="$cache/peers/bin"
 mkdir -p "$bin"
@@ -32,6 +35,7 @@ install() {
 }
 install cosign "$COSIGN_VERSION" github.com/sigstore/cosign/v2/cmd/cosign
 install oras "$ORAS_VERSION" oras.land/oras/cmd/oras
+install promtool "$PROMTOOL_VERSION" github.com/prometheus/prometheus/cmd/promtool
 here=$(cd "$(dirname "$0")" && pwd)
 referrers="$bin/referrers-registry-$(sha256sum "$here/referrers-registry/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
 if [ ! -x "$referrers" ]; then
@@ -43,4 +47,5 @@ fi
 ln -sf "$(basename "$referrers")" "$bin/referrers-registry"
 ln -sf "cosign-$COSIGN_VERSION" "$bin/cosign"
 ln -sf "oras-$ORAS_VERSION" "$bin/oras"
+ln -sf "promtool-$PROMTOOL_VERSION" "$bin/promtool"
 echo "$bin"

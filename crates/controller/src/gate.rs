@@ -27,6 +27,14 @@ pub enum GateAction {
     },
 }
 
+/// Does `pod` still carry privateer's scheduling gate?
+pub fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|gates| gates.iter().any(|g| g.name == names::SCHEDULING_GATE))
+}
+
 /// The ImageMirror names a gated Pod waits for.
 pub fn needed_mirrors(originals: &BTreeMap<String, String>) -> Vec<String> {
     let mut names: Vec<String> = originals

@@ -1,9 +1,12 @@
 //! The controller's metrics and readiness, served on the plain port by `privateer-health`.
 //! Labels are low-cardinality: results, outcomes and phases, never image names.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::Store;
 use privateer_api::Phase;
 use privateer_index::MirrorIndex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -39,6 +42,10 @@ pub struct Metrics {
     mirrors: Family<PhaseLabel, Gauge>,
     unused: Gauge,
     queue: Family<QueueLabel, Gauge>,
+    gated: Gauge,
+    gated_oldest: Gauge,
+    /// The gate releaser's Pods (its label-selected watch), counted at each scrape.
+    pub gated_pods: OnceLock<Store<Pod>>,
     /// The process's ImageMirror index, counted by phase at each scrape.
     index: Arc<MirrorIndex>,
     pub ready: AtomicBool,
@@ -58,6 +65,17 @@ impl Metrics {
         );
         let copies = Family::<ResultLabel, Counter>::default();
         registry.register("copies", "Finished copy Jobs by outcome", copies.clone());
+        // Exported at 0 from the start, so `increase()` in an alert sees the first ones.
+        for (family, result) in [
+            (&reconciles, "ok"),
+            (&reconciles, "error"),
+            (&copies, "success"),
+            (&copies, "failure"),
+        ] {
+            let _ = family.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
         // 1 MiB .. 64 GiB.
         let copy_bytes = Histogram::new(exponential_buckets(1_048_576.0, 4.0, 9));
         registry.register(
@@ -93,6 +111,18 @@ impl Metrics {
             "ImageMirrors waiting for the reconciler: due (spec not yet observed) or scheduled (a retry at status.nextRetryTime)",
             queue.clone(),
         );
+        let gated = Gauge::default();
+        registry.register(
+            "gated_pods",
+            "Pods held by the privateer.dev/mirror scheduling gate now",
+            gated.clone(),
+        );
+        let gated_oldest = Gauge::default();
+        registry.register(
+            "gated_pod_oldest_seconds",
+            "Age of the oldest Pod held by the scheduling gate (0: none)",
+            gated_oldest.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -103,6 +133,9 @@ impl Metrics {
             mirrors,
             unused,
             queue,
+            gated,
+            gated_oldest,
+            gated_pods: OnceLock::new(),
             index,
             ready: AtomicBool::new(false),
             leading: AtomicBool::new(false),
@@ -160,12 +193,35 @@ impl Metrics {
                 self.queue.get_or_create(&QueueLabel { state }).set(count);
             }
             self.unused.set(unused);
+            self.count_gated();
         }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {
             text.clear();
         }
         text
+    }
+}
+
+impl Metrics {
+    /// Gated Pods and the oldest one's age, from the gate releaser's watch.
+    fn count_gated(&self) {
+        let Some(store) = self.gated_pods.get() else {
+            return;
+        };
+        let now = Timestamp::now();
+        let (mut count, mut oldest) = (0i64, 0i64);
+        for pod in store.state() {
+            if !crate::gate::is_gated(&pod) {
+                continue;
+            }
+            count += 1;
+            if let Some(created) = &pod.metadata.creation_timestamp {
+                oldest = oldest.max(now.as_second() - created.0.as_second());
+            }
+        }
+        self.gated.set(count);
+        self.gated_oldest.set(oldest);
     }
 }
 

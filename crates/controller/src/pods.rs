@@ -17,7 +17,7 @@ use privateer_api::names;
 use privateer_api::pod::original_images;
 use privateer_index::Changed;
 
-use crate::gate::{GateAction, decide, needed_mirrors, release_patch};
+use crate::gate::{GateAction, decide, is_gated, needed_mirrors, release_patch};
 use crate::{Context, Error};
 
 /// Watch gated Pods (by label) and the ImageMirrors they wait for.
@@ -28,6 +28,7 @@ pub async fn run_gate_releaser(
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let controller = Controller::new(pods, watcher::Config::default().labels(names::LABEL_GATED));
     let store = controller.store();
+    let _ = ctx.metrics.gated_pods.set(store.clone());
     // Woken by the index after it holds the change: the lookup below reads that change. After
     // a relist, every gated Pod once (not once per mirror).
     let woken = ctx.index.changes().flat_map(move |changed| {
@@ -62,12 +63,7 @@ fn retry_soon(pod: Arc<Pod>, error: &Error, _ctx: Arc<Context>) -> Action {
 }
 
 async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let gated = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.scheduling_gates.as_ref())
-        .is_some_and(|gates| gates.iter().any(|g| g.name == names::SCHEDULING_GATE));
-    if !gated {
+    if !is_gated(&pod) {
         return Ok(Action::await_change());
     }
     // The process's ImageMirror index, once it holds a full list: no API call per gated Pod.

@@ -25,41 +25,8 @@ use privateer_image::{Reference, object_name};
 use serde_json::json;
 
 mod common;
+use common::installed::{CHART, run, template};
 use common::*;
-
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/privateer");
-/// `helm template` runs offline and, built from source, assumes Kubernetes 1.20; the chart
-/// needs 1.33 or later.
-const KUBE_VERSION: &str = "1.34.0";
-
-fn run(mut command: Command, what: &str) -> String {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `helm template privateer CHART -n privateer` for Kubernetes KUBE_VERSION, plus `args`.
-fn template(env: &TestEnv, args: &[&str]) -> Command {
-    let mut command = helm(
-        env,
-        &[
-            "template",
-            "privateer",
-            CHART,
-            "-n",
-            "privateer",
-            "--kube-version",
-            KUBE_VERSION,
-        ],
-    );
-    command.args(args);
-    command
-}
 
 fn helm(env: &TestEnv, args: &[&str]) -> Command {
     let mut command = env.helm();

@@ -89,6 +89,10 @@ impl Metrics {
             "Pods admitted without rewriting because privateer could not record their mirrors",
             admitted_unchanged.clone(),
         );
+        // Exported at 0 from the start, so `increase()` in an alert sees the first one.
+        let _ = admitted_unchanged.get_or_create(&ReasonLabel {
+            reason: "mirrorNotRecorded",
+        });
         let tls_reloads = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "tls_reloads",

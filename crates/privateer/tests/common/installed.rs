@@ -41,6 +41,38 @@ config:
     )
 }
 
+/// `helm template` runs offline and, built from source, assumes Kubernetes 1.20; the chart
+/// needs 1.33 or later.
+const KUBE_VERSION: &str = "1.34.0";
+
+/// `helm template privateer CHART -n privateer` for Kubernetes KUBE_VERSION, plus `args`.
+pub fn template(env: &TestEnv, args: &[&str]) -> std::process::Command {
+    let mut command = env.helm();
+    command.args([
+        "template",
+        "privateer",
+        CHART,
+        "-n",
+        "privateer",
+        "--kube-version",
+        KUBE_VERSION,
+    ]);
+    command.args(args);
+    command
+}
+
+/// Run `command` to success; its stdout (the failure shows both streams).
+pub fn run(mut command: std::process::Command, what: &str) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn helm(env: &TestEnv, args: &[&str]) -> String {
     let out = env.helm().args(args).output().unwrap();
     assert!(

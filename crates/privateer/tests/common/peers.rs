@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// Are the peers built? Without them a test says so and skips (or fails under CI).
 pub fn peers_present(test: &str) -> bool {
-    for peer in ["cosign", "oras", "referrers-registry"] {
+    for peer in ["cosign", "oras", "promtool", "referrers-registry"] {
         if !tools::peer(peer).exists() {
             assert!(
                 std::env::var_os("PRIVATEER_REQUIRE_TESTENV").is_none(),
