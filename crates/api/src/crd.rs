@@ -148,6 +148,10 @@ pub struct ImageMirrorStatus {
     /// When the target was last seen to hold the source digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+    /// When the target was last found to still hold the image between refreshes
+    /// (`controller.targetCheck`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_target_check_time: Option<Time>,
     /// The copy Job of the current or last attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,

@@ -19,6 +19,7 @@ mod reconcile;
 mod retention;
 mod stage;
 mod status;
+mod target_check;
 mod usage;
 mod verify;
 
@@ -87,6 +88,8 @@ pub struct Context {
     pub copy_options: CopyOptions,
     /// Copies the inline executor runs at once (`copy.concurrency`).
     pub copy_slots: tokio::sync::Semaphore,
+    /// `controller.targetCheck.perMinute`, shared by every mirror.
+    pub target_checks: target_check::Budget,
 }
 
 impl Context {
@@ -117,6 +120,7 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
         );
+        let target_checks = target_check::Budget::new(config.controller.target_check.per_minute);
         Ok(Self {
             client,
             config,
@@ -130,6 +134,7 @@ impl Context {
             copy_slots: tokio::sync::Semaphore::new(
                 usize::try_from(config_concurrency).unwrap_or(1).max(1),
             ),
+            target_checks,
         })
     }
 

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
 use crate::stage::{Stage, stage};
 use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
+use crate::target_check::{self, Found};
 use crate::verify::{self, Refusal};
 use crate::{Context, Error};
 
@@ -40,10 +41,13 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     let refresh = ctx.refresh_interval(&mirror);
+    let target_check: Duration = ctx.config.controller.target_check.interval.into();
+    let target_check = (!target_check.is_zero()).then_some(target_check);
     match stage(
         &mirror,
         ctx.config.copy.executor,
         refresh,
+        target_check,
         SystemTime::now(),
     ) {
         Stage::Wait(wait) => Ok(Action::requeue(wait)),
@@ -54,12 +58,21 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
                 JobState::Done(result) => finish_copy(&ctx, &mirror, &plan, &digest, *result).await,
             }
         }
-        Stage::Run => {
-            let (source, observed) = observe(&ctx, &mirror, &plan).await?;
-            let step = decide(&mirror, &plan, &observed);
-            act(&ctx, &mirror, &plan, &source, step).await
-        }
+        Stage::CheckTarget => match target_check::check(&ctx, &mirror, &plan).await {
+            // The status change wakes this mirror again; the stage then says when next.
+            Found::Present => Ok(Action::requeue(target_check.unwrap_or_default())),
+            Found::Later(wait) => Ok(Action::requeue(wait)),
+            Found::Missing => pipeline(&ctx, &mirror, &plan).await,
+        },
+        Stage::Run => pipeline(&ctx, &mirror, &plan).await,
     }
+}
+
+/// Observe, decide, act: the whole way.
+async fn pipeline(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Result<Action, Error> {
+    let (source, observed) = observe(ctx, mirror, plan).await?;
+    let step = decide(mirror, plan, &observed);
+    act(ctx, mirror, plan, &source, step).await
 }
 
 /// What `decide` needs: the source digest now, and the target facts the decision turns on
@@ -310,7 +323,10 @@ async fn copy_inline(
 
 /// The plan's target as the copier reaches it, with the target provider's credentials (ECR:
 /// a GetAuthorizationToken token).
-async fn target_image(ctx: &Context, plan: &Plan) -> Result<(Image, RegistryAccess), TargetError> {
+pub(crate) async fn target_image(
+    ctx: &Context,
+    plan: &Plan,
+) -> Result<(Image, RegistryAccess), TargetError> {
     let access = ctx.provider.access().await?;
     let endpoint = Endpoint::parse(&access.endpoint)
         .map_err(|e| TargetError::Config(format!("target endpoint: {e}")))?;

@@ -17,16 +17,20 @@ pub enum Stage {
     /// The copy Job for this digest is under way: only its end is news. The source, the
     /// target and the repository were checked when it was created.
     WatchJob { digest: String },
+    /// Ready, and due for `controller.targetCheck`: is the image still in the target?
+    CheckTarget,
     /// Resolve, check the target, ensure the repository, copy.
     Run,
 }
 
 /// The stage of `mirror` at `now`; `refresh` is how often a Ready mirror is re-resolved
-/// (`None`: never, as for a digest-pinned source).
+/// (`None`: never, as for a digest-pinned source), `target_check` how often its image is
+/// looked for in the target in between (`None`: never).
 pub fn stage(
     mirror: &ImageMirror,
     executor: CopyExecutor,
     refresh: Option<Duration>,
+    target_check: Option<Duration>,
     now: SystemTime,
 ) -> Stage {
     let status = mirror.status.clone().unwrap_or_default();
@@ -40,15 +44,25 @@ pub fn stage(
     match mirror.phase() {
         Phase::Failed if status.next_retry_time.is_none() => Stage::AwaitChange,
         Phase::Ready => {
-            let since = status
-                .last_sync_time
-                .as_ref()
-                .and_then(|t| now.duration_since(SystemTime::from(t.0)).ok())
-                .unwrap_or_default();
-            match refresh {
-                None => Stage::AwaitChange,
-                Some(every) if since < every => Stage::Wait(every - since),
-                Some(_) => Stage::Run,
+            let since = |at: Option<&Time>| {
+                at.and_then(|t| now.duration_since(SystemTime::from(t.0)).ok())
+                    .unwrap_or_default()
+            };
+            let synced = since(status.last_sync_time.as_ref());
+            // A refresh also sees the target: the check counts from the later of the two.
+            let checked = synced.min(since(
+                status
+                    .last_target_check_time
+                    .as_ref()
+                    .or(status.last_sync_time.as_ref()),
+            ));
+            let refresh_in = refresh.map(|every| every.saturating_sub(synced));
+            let check_in = target_check.map(|every| every.saturating_sub(checked));
+            match (refresh_in, check_in) {
+                (Some(left), _) if left.is_zero() => Stage::Run,
+                (_, Some(left)) if left.is_zero() => Stage::CheckTarget,
+                (None, None) => Stage::AwaitChange,
+                (a, b) => Stage::Wait(a.into_iter().chain(b).min().unwrap_or_default()),
             }
         }
         // A retry after a failure (nextRetryTime set) goes the whole way again.
@@ -229,7 +243,45 @@ mod tests {
             ),
         ];
         for (case, mirror, executor, refresh, expected) in cases {
-            assert_eq!(stage(&mirror, executor, refresh, now), expected, "{case}");
+            assert_eq!(
+                stage(&mirror, executor, refresh, None, now),
+                expected,
+                "{case}"
+            );
         }
+    }
+
+    #[test]
+    fn a_ready_mirror_is_checked_in_the_target_between_refreshes() {
+        let now = SystemTime::UNIX_EPOCH + NOW;
+        let (hour, day) = (Duration::from_secs(3600), Duration::from_secs(86400));
+        let ready = |synced: i64, checked: Option<i64>| {
+            mirror(
+                1,
+                ImageMirrorStatus {
+                    last_sync_time: Some(time(synced)),
+                    last_target_check_time: checked.map(time),
+                    ..observed(Phase::Ready)
+                },
+            )
+        };
+        let at = |m: &ImageMirror, refresh: Option<Duration>| {
+            stage(m, CopyExecutor::Job, refresh, Some(hour), now)
+        };
+        // Synced 10 minutes ago: the check waits 50 minutes, before the refresh.
+        assert_eq!(
+            at(&ready(-600, None), Some(day)),
+            Stage::Wait(Duration::from_secs(3000))
+        );
+        // Synced 2 hours ago, never checked: due. A pinned source (no refresh) too.
+        assert_eq!(at(&ready(-7200, None), Some(day)), Stage::CheckTarget);
+        assert_eq!(at(&ready(-7200, None), None), Stage::CheckTarget);
+        // Checked 20 minutes ago: the next in 40.
+        assert_eq!(
+            at(&ready(-7200, Some(-1200)), None),
+            Stage::Wait(Duration::from_secs(2400))
+        );
+        // The refresh is due: it sees the target itself.
+        assert_eq!(at(&ready(-90000, Some(-60)), Some(day)), Stage::Run);
     }
 }

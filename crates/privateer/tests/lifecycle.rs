@@ -1,16 +1,17 @@
 //! The mirror's life through `privateer run` and a Pod on the real node: the controller counts
 //! the Pods that use a mirror (`status.usage`, the `PODS` column, `privateer_mirrors_unused`),
 //! and with `controller.retention.unusedFor` deletes the mirrors privateer recorded once no Pod
-//! has used them for that long, keeping those declared by hand unless labelled for retention.
+//! has used them for that long, keeping those declared by hand unless labelled for retention;
+//! `controller.targetCheck` notices an image deleted from the target and copies it again.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use privateer_api::{ImageMirror, ImageMirrorSpec, names};
+use privateer_api::{ImageMirror, ImageMirrorSpec, Phase, names};
 use privateer_e2e::env::wait_pod_phase;
 
 mod common;
-use common::installed::eventually;
+use common::installed::{eventually, mirror_ready};
 use common::*;
 
 /// The value of the metric line starting with `series` (`name{labels}`), 0 when absent.
@@ -142,4 +143,83 @@ async fn pods_are_counted_on_their_mirror_and_unused_recorded_mirrors_are_retire
         .filter_map(|e| e.involved_object.name.clone())
         .collect();
     assert!(about.contains(&name), "a Retired Event: {about:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_deleted_from_the_target_is_noticed_and_copied_again() {
+    let Some(env) = prepared("a mirror's image deleted from the target").await else {
+        return;
+    };
+    let digest = env
+        .push_runnable("library/stale", "1", &["sleep", "3600"])
+        .await
+        .unwrap();
+    let _privateer = start_registered(
+        &env,
+        "target-check",
+        "controller: {targetCheck: {interval: 2s, perMinute: 600}}",
+    )
+    .await;
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    let name = mirror_name("stale:1");
+    mirrors
+        .create(
+            &PostParams::default(),
+            &ImageMirror::new(&name, ImageMirrorSpec::for_source("stale:1")),
+        )
+        .await
+        .unwrap();
+    let ready = mirror_ready(&env, "stale:1", 60).await;
+    let copied_at = ready.status.unwrap().last_sync_time.unwrap();
+    // Checked between refreshes (the default refresh is 6 h away).
+    eventually(20, "a target check recorded", async || {
+        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
+        let status = mirror.status.unwrap_or_default();
+        status
+            .last_target_check_time
+            .clone()
+            .ok_or_else(|| format!("{status:?}"))
+    })
+    .await;
+
+    // A lifecycle rule, a person: the image goes from the target.
+    let target = env.target.as_ref().unwrap();
+    let mut delete = std::process::Command::new("curl");
+    delete.args(["-sf", "-X", "DELETE"]);
+    if let Some((user, password)) = &target.credentials {
+        delete.args(["-u", &format!("{user}:{password}")]);
+    }
+    let url = format!(
+        "http://{}/v2/mirror/docker.io/library/stale/manifests/{digest}",
+        target.host
+    );
+    let deleted = delete.arg(&url).status().unwrap();
+    assert!(deleted.success(), "DELETE {url}");
+
+    eventually(60, "copied again", async || {
+        let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
+        let status = mirror.status.unwrap_or_default();
+        match (&status.phase, &status.last_sync_time) {
+            (Some(Phase::Ready), Some(synced)) if synced.0 > copied_at.0 => Ok(()),
+            _ => Err(format!("{status:?}")),
+        }
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(env.client(), "apps");
+    pods.create(&PostParams::default(), &apps_pod("fresh", "stale:1"))
+        .await
+        .unwrap();
+    wait_pod_phase(&pods, "fresh", "Running").await.unwrap();
+    let events: Api<Event> = Api::all(env.client());
+    let missing = events
+        .list(&ListParams::default().fields("reason=TargetMissing"))
+        .await
+        .unwrap();
+    assert!(
+        missing
+            .items
+            .iter()
+            .any(|e| e.involved_object.name.as_deref() == Some(name.as_str())),
+        "a TargetMissing Event"
+    );
 }

@@ -486,6 +486,28 @@ pub struct ControllerConfig {
     /// Create ImageMirrors for pods admitted while the webhook was down.
     pub backfill: bool,
     pub retention: RetentionConfig,
+    pub target_check: TargetCheckConfig,
+}
+
+/// Noticing a Ready mirror whose image is gone from the target (a lifecycle rule, a person, a
+/// registry restore) between refreshes: one manifest HEAD on the target per mirror per
+/// `interval`, at most `perMinute` in all; a missing image is copied again.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct TargetCheckConfig {
+    /// How long a Ready mirror goes unchecked; 0: only at refresh.
+    pub interval: Duration,
+    /// Target checks per minute across all mirrors (the rest wait for the next minute).
+    pub per_minute: u32,
+}
+
+impl Default for TargetCheckConfig {
+    fn default() -> Self {
+        Self {
+            interval: secs(3600),
+            per_minute: 60,
+        }
+    }
 }
 
 /// Deleting mirrors no Pod uses (off by default). Mirrors the webhook or backfill recorded
@@ -515,6 +537,7 @@ impl Default for ControllerConfig {
             retry: RetryConfig::default(),
             backfill: true,
             retention: RetentionConfig::default(),
+            target_check: TargetCheckConfig::default(),
         }
     }
 }

@@ -397,6 +397,16 @@ impl Config {
             "must not be negative",
         );
         p.check(
+            !ctl.target_check.interval.is_negative(),
+            "controller.targetCheck.interval",
+            "must not be negative",
+        );
+        p.check(
+            ctl.target_check.per_minute > 0,
+            "controller.targetCheck.perMinute",
+            "must be at least 1",
+        );
+        p.check(
             !ctl.retention.unused_for.is_negative(),
             "controller.retention.unusedFor",
             "must not be negative",

@@ -1,0 +1,160 @@
+//! `controller.targetCheck`: between refreshes a Ready mirror's image is looked for in the
+//! target registry (one manifest HEAD by digest), at most `perMinute` checks across all mirrors. One
+//! still there records `status.lastTargetCheckTime`; one gone (a lifecycle rule, a person, a
+//! registry restore) is said in a `TargetMissing` Event and copied again through the
+//! pipeline, which no longer finds it and so never claims Ready for what the target lacks.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PropagationPolicy};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use privateer_api::ImageMirror;
+use privateer_ecr::TargetProvider;
+use privateer_image::{Digest, Reference};
+use privateer_registry::{ErrorClass, Image};
+use serde_json::json;
+
+use crate::Context;
+use crate::plan::{Plan, job_name};
+
+/// Field manager of `lastTargetCheckTime` alone, so the reconciler's own status apply keeps
+/// owning (and may drop) everything else.
+const FIELD_MANAGER: &str = "privateer-target-check";
+
+/// How long a check the target could not answer waits before it asks again.
+const UNANSWERED: Duration = Duration::from_secs(60);
+
+/// What a check found.
+pub enum Found {
+    /// The image is there.
+    Present,
+    /// The target lacks it: copy again.
+    Missing,
+    /// Over the budget, or the target could not answer: ask again after this long.
+    Later(Duration),
+}
+
+/// A fixed one-minute window of `per_minute` checks.
+pub struct Budget {
+    per_minute: u32,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl Budget {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: per_minute.max(1),
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Take one check, or say how long until the next window.
+    fn take(&self) -> Result<(), Duration> {
+        let minute = Duration::from_secs(60);
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = window.0.elapsed();
+        if elapsed >= minute {
+            *window = (Instant::now(), 0);
+        }
+        if window.1 < self.per_minute {
+            window.1 += 1;
+            Ok(())
+        } else {
+            Err(minute.saturating_sub(elapsed).max(Duration::from_secs(1)))
+        }
+    }
+}
+
+/// Check that the target still holds the digest `mirror` was mirrored at: one manifest HEAD
+/// by digest on the target registry, where the kubelet pulls from.
+pub async fn check(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Found {
+    let recorded = mirror
+        .status
+        .as_ref()
+        .and_then(|s| s.source_digest.as_deref());
+    let Some(digest) = recorded.and_then(|d| Digest::parse(d).ok()) else {
+        return Found::Missing;
+    };
+    if let Err(wait) = ctx.target_checks.take() {
+        return Found::Later(wait);
+    }
+    let name = mirror.name_any();
+    let pinned = Reference::from_parts(
+        plan.target.domain(),
+        plan.target.path(),
+        None,
+        Some(&digest),
+    );
+    let (target, access) = match (pinned, crate::reconcile::target_image(ctx, plan).await) {
+        (Ok(pinned), Ok((target, access))) => (
+            Image {
+                reference: pinned,
+                ..target
+            },
+            access,
+        ),
+        (Err(e), _) => {
+            tracing::info!(mirror = %name, "target check: {e}");
+            return Found::Later(UNANSWERED);
+        }
+        (_, Err(e)) => {
+            tracing::info!(mirror = %name, "target check: {e}");
+            return Found::Later(UNANSWERED);
+        }
+    };
+    match privateer_registry::head(&target, &ctx.copy_options).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            let note = format!(
+                "{} no longer holds {digest}: copying it again",
+                plan.target.path()
+            );
+            tracing::warn!(mirror = %name, "{note}");
+            let regarding = mirror.object_ref(&());
+            crate::events::publish(
+                ctx,
+                &regarding,
+                EventType::Warning,
+                "TargetMissing",
+                Some(note),
+                "CheckTarget",
+            )
+            .await;
+            forget_copy_job(ctx, &digest.to_string(), &name).await;
+            return Found::Missing;
+        }
+        Err(e) => {
+            if e.class == ErrorClass::Unauthorized {
+                ctx.provider.access_rejected(&access);
+            }
+            tracing::info!(mirror = %name, "target check: {e}");
+            return Found::Later(UNANSWERED);
+        }
+    }
+    let now = json!({"lastTargetCheckTime": Time(Timestamp::now())});
+    let written = crate::status::apply_status_fields(ctx, &name, FIELD_MANAGER, now).await;
+    if let Err(e) = written {
+        tracing::info!(mirror = %name, "target check time: {e}");
+    }
+    Found::Present
+}
+
+/// The finished Job of the copy that is gone would answer for the new one (Jobs are named
+/// after mirror and digest): delete it, so the pipeline starts a fresh copy.
+async fn forget_copy_job(ctx: &Context, digest: &str, mirror: &str) {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
+    let delete = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match jobs.delete(&job_name(mirror, digest), &delete).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => tracing::info!(mirror, "target check: delete the old copy Job: {e}"),
+    }
+}
