@@ -39,6 +39,8 @@ pub struct Metrics {
     pub copy_seconds: Histogram,
     /// Mirrors deleted by `controller.retention`.
     pub retired: Family<ResultLabel, Counter>,
+    /// `controller.targetCheck` by result: present, missing, unanswered.
+    pub target_checks: Family<ResultLabel, Counter>,
     mirrors: Family<PhaseLabel, Gauge>,
     unused: Gauge,
     queue: Family<QueueLabel, Gauge>,
@@ -96,6 +98,17 @@ impl Metrics {
             "ImageMirrors deleted by controller.retention, unused for controller.retention.unusedFor",
             retired.clone(),
         );
+        let target_checks = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "target_checks",
+            "Ready mirrors looked for in the target between refreshes, by result (present, missing, unanswered)",
+            target_checks.clone(),
+        );
+        for result in ["present", "missing"] {
+            let _ = target_checks.get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            });
+        }
         let mirrors = Family::<PhaseLabel, Gauge>::default();
         registry.register("mirrors", "ImageMirrors by phase", mirrors.clone());
         let unused = Gauge::default();
@@ -130,6 +143,7 @@ impl Metrics {
             copy_bytes,
             copy_seconds,
             retired,
+            target_checks,
             mirrors,
             unused,
             queue,

@@ -20,6 +20,7 @@ use privateer_registry::{ErrorClass, Image};
 use serde_json::json;
 
 use crate::Context;
+use crate::metrics::Metrics;
 use crate::plan::{Plan, job_name};
 
 /// Field manager of `lastTargetCheckTime` alone, so the reconciler's own status apply keeps
@@ -98,14 +99,8 @@ pub async fn check(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Found {
             },
             access,
         ),
-        (Err(e), _) => {
-            tracing::info!(mirror = %name, "target check: {e}");
-            return Found::Later(UNANSWERED);
-        }
-        (_, Err(e)) => {
-            tracing::info!(mirror = %name, "target check: {e}");
-            return Found::Later(UNANSWERED);
-        }
+        (Err(e), _) => return unanswered(ctx, &name, &e),
+        (_, Err(e)) => return unanswered(ctx, &name, &e),
     };
     match privateer_registry::head(&target, &ctx.copy_options).await {
         Ok(Some(_)) => {}
@@ -126,22 +121,30 @@ pub async fn check(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Found {
             )
             .await;
             forget_copy_job(ctx, &digest.to_string(), &name).await;
+            Metrics::count(&ctx.metrics.target_checks, "missing");
             return Found::Missing;
         }
         Err(e) => {
             if e.class == ErrorClass::Unauthorized {
                 ctx.provider.access_rejected(&access);
             }
-            tracing::info!(mirror = %name, "target check: {e}");
-            return Found::Later(UNANSWERED);
+            return unanswered(ctx, &name, &e);
         }
     }
+    Metrics::count(&ctx.metrics.target_checks, "present");
     let now = json!({"lastTargetCheckTime": Time(Timestamp::now())});
     let written = crate::status::apply_status_fields(ctx, &name, FIELD_MANAGER, now).await;
     if let Err(e) = written {
         tracing::info!(mirror = %name, "target check time: {e}");
     }
     Found::Present
+}
+
+/// The target could not say: counted, logged, asked again later.
+fn unanswered(ctx: &Context, mirror: &str, error: &dyn std::fmt::Display) -> Found {
+    Metrics::count(&ctx.metrics.target_checks, "unanswered");
+    tracing::info!(mirror, "target check: {error}");
+    Found::Later(UNANSWERED)
 }
 
 /// The finished Job of the copy that is gone would answer for the new one (Jobs are named

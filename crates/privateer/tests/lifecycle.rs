@@ -154,7 +154,7 @@ async fn an_image_deleted_from_the_target_is_noticed_and_copied_again() {
         .push_runnable("library/stale", "1", &["sleep", "3600"])
         .await
         .unwrap();
-    let _privateer = start_registered(
+    let (_privateer, metrics) = start_registered_with_metrics(
         &env,
         "target-check",
         "controller: {targetCheck: {interval: 2s, perMinute: 600}}",
@@ -222,4 +222,13 @@ async fn an_image_deleted_from_the_target_is_noticed_and_copied_again() {
             .any(|e| e.involved_object.name.as_deref() == Some(name.as_str())),
         "a TargetMissing Event"
     );
+    let checks = |result: &str| {
+        metric(
+            &metrics,
+            &format!("privateer_target_checks_total{{result=\"{result}\"}}"),
+        )
+    };
+    // At least once: a reconcile woken by the deleted Job may still see the Ready status.
+    assert!(checks("missing") >= 1.0);
+    assert!(checks("present") >= 1.0);
 }
