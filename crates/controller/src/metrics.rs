@@ -67,17 +67,8 @@ impl Metrics {
         );
         let copies = Family::<ResultLabel, Counter>::default();
         registry.register("copies", "Finished copy Jobs by outcome", copies.clone());
-        // Exported at 0 from the start, so `increase()` in an alert sees the first ones.
-        for (family, result) in [
-            (&reconciles, "ok"),
-            (&reconciles, "error"),
-            (&copies, "success"),
-            (&copies, "failure"),
-        ] {
-            let _ = family.get_or_create(&ResultLabel {
-                result: result.to_owned(),
-            });
-        }
+        start_at_zero(&reconciles, &["ok", "error"]);
+        start_at_zero(&copies, &["success", "failure"]);
         // 1 MiB .. 64 GiB.
         let copy_bytes = Histogram::new(exponential_buckets(1_048_576.0, 4.0, 9));
         registry.register(
@@ -104,11 +95,7 @@ impl Metrics {
             "Ready mirrors looked for in the target between refreshes, by result (present, missing, unanswered)",
             target_checks.clone(),
         );
-        for result in ["present", "missing"] {
-            let _ = target_checks.get_or_create(&ResultLabel {
-                result: result.to_owned(),
-            });
-        }
+        start_at_zero(&target_checks, &["present", "missing"]);
         let mirrors = Family::<PhaseLabel, Gauge>::default();
         registry.register("mirrors", "ImageMirrors by phase", mirrors.clone());
         let unused = Gauge::default();
@@ -214,6 +201,15 @@ impl Metrics {
             text.clear();
         }
         text
+    }
+}
+
+/// Export `results` at 0 from the start, so `increase()` in an alert sees the first ones.
+fn start_at_zero(family: &Family<ResultLabel, Counter>, results: &[&str]) {
+    for result in results {
+        let _ = family.get_or_create(&ResultLabel {
+            result: (*result).to_owned(),
+        });
     }
 }
 

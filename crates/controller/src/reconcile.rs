@@ -41,8 +41,7 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
         }
     };
     let refresh = ctx.refresh_interval(&mirror);
-    let target_check: Duration = ctx.config.controller.target_check.interval.into();
-    let target_check = (!target_check.is_zero()).then_some(target_check);
+    let target_check = ctx.target_check_interval();
     match stage(
         &mirror,
         ctx.config.copy.executor,
@@ -602,5 +601,11 @@ impl Context {
         // A digest-pinned source never moves.
         let pinned = mirror.spec.source.contains('@');
         (!every.is_zero() && !pinned).then_some(every)
+    }
+
+    /// `controller.targetCheck.interval`; `None` when 0 (only at refresh).
+    fn target_check_interval(&self) -> Option<Duration> {
+        let every: Duration = self.config.controller.target_check.interval.into();
+        (!every.is_zero()).then_some(every)
     }
 }

@@ -136,10 +136,16 @@ pub fn build(config: &Config, own_images: &[String], inputs: &Inputs) -> Report 
             own_images,
             namespace_skipped: inputs.skipped_namespaces.contains(&namespace),
         };
-        let skip = pod::skip_reason(pod_, &around);
         // A broken annotation: judge the images as the Pod names them.
         let originals = pod::original_images(pod_).unwrap_or_default();
         let workload = workload(pod_);
+        let look = Look {
+            config,
+            around: &around,
+            skip: pod::skip_reason(pod_, &around),
+            mirrors: &mirrors,
+            naming: naming.as_ref(),
+        };
         for slot in pod::slots(pod_, &[]) {
             let asked = originals.get(slot.name).map_or(slot.image, String::as_str);
             let key = (
@@ -152,13 +158,6 @@ pub fn build(config: &Config, own_images: &[String], inputs: &Inputs) -> Report 
                 row.pods += 1;
                 continue;
             }
-            let look = Look {
-                config,
-                around: &around,
-                skip,
-                mirrors: &mirrors,
-                naming: naming.as_ref(),
-            };
             let mut row = look.row(asked, slot.image);
             row.namespace = namespace.clone();
             row.workload = workload.clone();
@@ -265,14 +264,8 @@ impl Look<'_> {
             Err(e) => row.note = Some(format!("invalid image reference: {e}")),
             Ok(source) => {
                 self.classify(&source, &mut row);
-                if matches!(
-                    row.state,
-                    State::Ready
-                        | State::Pending
-                        | State::Mirroring
-                        | State::Failed
-                        | State::NotRecorded
-                ) {
+                // A mirrored image: classify named its ImageMirror.
+                if row.image_mirror.is_some() {
                     // As the webhook rewrites under Gate: the pinned copy once Ready, else
                     // the mirror's spec.target or the planned target.
                     let declared = row
@@ -284,7 +277,11 @@ impl Look<'_> {
                         let naming = self.naming?;
                         naming.target(&source).ok().map(|t| t.to_string())
                     };
-                    if let Some(target) = row.target_image.clone().or(declared).or_else(planned) {
+                    let pinned = row
+                        .target_image
+                        .clone()
+                        .filter(|_| row.state == State::Ready);
+                    if let Some(target) = pinned.or(declared).or_else(planned) {
                         projected.image = target;
                         projected.original = Some(asked.to_owned());
                     }
