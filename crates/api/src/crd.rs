@@ -142,7 +142,7 @@ pub struct ImageMirrorStatus {
     /// What went wrong last, when the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// When the next attempt is due, while failing.
+    /// When the next attempt is due, while failing or waiting for a source's rate limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry_time: Option<Time>,
     /// When the target was last seen to hold the source digest.

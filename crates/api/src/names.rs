@@ -54,4 +54,6 @@ pub mod reason {
     pub const SIGNATURE_INVALID: &str = "SignatureInvalid";
     /// `sources.verify`: a signature by one of the keys verified.
     pub const SIGNED: &str = "Signed";
+    /// `sources.rateLimits`: waiting for the source host's budget (or its `Retry-After`).
+    pub const RATE_LIMITED: &str = "RateLimited";
 }

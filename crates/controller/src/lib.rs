@@ -15,6 +15,7 @@ mod metrics;
 mod plan;
 mod pod_watch;
 mod pods;
+mod rate_limit;
 mod reconcile;
 mod retention;
 mod stage;
@@ -90,6 +91,8 @@ pub struct Context {
     pub copy_slots: tokio::sync::Semaphore,
     /// `controller.targetCheck.perMinute`, shared by every mirror.
     pub target_checks: target_check::Budget,
+    /// `sources.rateLimits`, shared by every mirror pass.
+    pub source_budgets: Arc<rate_limit::SourceBudgets>,
 }
 
 impl Context {
@@ -121,6 +124,7 @@ impl Context {
             },
         );
         let target_checks = target_check::Budget::new(config.controller.target_check.per_minute);
+        let source_budgets = Arc::new(rate_limit::SourceBudgets::new(&config.sources.rate_limits));
         Ok(Self {
             client,
             config,
@@ -128,13 +132,14 @@ impl Context {
             provider,
             copy_image,
             recorder,
-            metrics: Arc::new(metrics::Metrics::new(index.clone())),
+            metrics: Arc::new(metrics::Metrics::new(index.clone(), source_budgets.clone())),
             index,
             copy_options,
             copy_slots: tokio::sync::Semaphore::new(
                 usize::try_from(config_concurrency).unwrap_or(1).max(1),
             ),
             target_checks,
+            source_budgets,
         })
     }
 

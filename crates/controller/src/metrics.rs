@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::rate_limit::{OTHER_HOST, SourceBudgets};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -24,6 +26,11 @@ pub struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabel {
     pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabel {
+    pub host: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +48,10 @@ pub struct Metrics {
     pub retired: Family<ResultLabel, Counter>,
     /// `controller.targetCheck` by result: present, missing, unanswered.
     pub target_checks: Family<ResultLabel, Counter>,
+    /// 429s from source registries, by configured host (others: `other`).
+    pub throttled: Family<HostLabel, Counter>,
+    rate_limited: Family<HostLabel, Gauge>,
+    budgets: Arc<SourceBudgets>,
     mirrors: Family<PhaseLabel, Gauge>,
     unused: Gauge,
     queue: Family<QueueLabel, Gauge>,
@@ -57,7 +68,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(index: Arc<MirrorIndex>) -> Self {
+    pub fn new(index: Arc<MirrorIndex>, budgets: Arc<SourceBudgets>) -> Self {
         let mut registry = Registry::with_prefix("privateer");
         let reconciles = Family::<ResultLabel, Counter>::default();
         registry.register(
@@ -96,6 +107,24 @@ impl Metrics {
             target_checks.clone(),
         );
         start_at_zero(&target_checks, &["present", "missing"]);
+        let throttled = Family::<HostLabel, Counter>::default();
+        registry.register(
+            "source_throttled",
+            "Resolves and copies a source registry refused with 429, by sources.rateLimits host (other: the rest)",
+            throttled.clone(),
+        );
+        let rate_limited = Family::<HostLabel, Gauge>::default();
+        registry.register(
+            "rate_limited_mirrors",
+            "ImageMirrors waiting for their source host's sources.rateLimits budget",
+            rate_limited.clone(),
+        );
+        for host in budgets.hosts().chain([OTHER_HOST]) {
+            let _ = throttled.get_or_create(&HostLabel { host: host.into() });
+        }
+        for host in budgets.hosts() {
+            let _ = rate_limited.get_or_create(&HostLabel { host: host.into() });
+        }
         let mirrors = Family::<PhaseLabel, Gauge>::default();
         registry.register("mirrors", "ImageMirrors by phase", mirrors.clone());
         let unused = Gauge::default();
@@ -131,6 +160,9 @@ impl Metrics {
             copy_seconds,
             retired,
             target_checks,
+            throttled,
+            rate_limited,
+            budgets,
             mirrors,
             unused,
             queue,
@@ -195,6 +227,11 @@ impl Metrics {
             }
             self.unused.set(unused);
             self.count_gated();
+            for (host, waiting) in self.budgets.waiting() {
+                self.rate_limited
+                    .get_or_create(&HostLabel { host: host.into() })
+                    .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+            }
         }
         let mut text = String::new();
         if prometheus_client::encoding::text::encode_registry(&mut text, &self.registry).is_err() {

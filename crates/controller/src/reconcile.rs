@@ -22,6 +22,7 @@ use crate::decide::{Observed, Resolved, Step, decide, moved_upstream};
 use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, job_name, plan};
+use crate::rate_limit::{self, Turn};
 use crate::stage::{Stage, stage};
 use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
 use crate::target_check::{self, Found};
@@ -69,7 +70,15 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
 
 /// Observe, decide, act: the whole way.
 async fn pipeline(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Result<Action, Error> {
-    let (source, observed) = observe(ctx, mirror, plan).await?;
+    let source = source_image(ctx, mirror, plan).await?;
+    let domain = plan.source.domain();
+    if let Turn::Wait(wait) = ctx
+        .source_budgets
+        .take(domain, source.host(), &mirror.name_any())
+    {
+        return rate_limit::wait_for_turn(ctx, mirror, domain, wait).await;
+    }
+    let observed = observe(ctx, mirror, plan, &source).await?;
     let step = decide(mirror, plan, &observed);
     act(ctx, mirror, plan, &source, step).await
 }
@@ -80,15 +89,20 @@ async fn observe(
     ctx: &Context,
     mirror: &ImageMirror,
     plan: &Plan,
-) -> Result<(Image, Observed), Error> {
-    let source = source_image(ctx, mirror, plan).await?;
-    let resolved = match privateer_registry::resolve(&source, &ctx.copy_options).await {
+    source: &Image,
+) -> Result<Observed, Error> {
+    let resolved = match privateer_registry::resolve(source, &ctx.copy_options).await {
         Ok(Some(digest)) => Resolved::Found(digest),
         Ok(None) => Resolved::Missing,
-        Err(e) => Resolved::Unreachable {
-            transient: e.is_transient(),
-            message: e.to_string(),
-        },
+        Err(e) => {
+            if e.class == ErrorClass::Throttled {
+                rate_limit::throttled(ctx, plan.source.domain(), None);
+            }
+            Resolved::Unreachable {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            }
+        }
     };
     let mut observed = Observed {
         source: resolved,
@@ -96,7 +110,7 @@ async fn observe(
         target_digest: None,
     };
     let Resolved::Found(digest) = &observed.source else {
-        return Ok((source, observed));
+        return Ok(observed);
     };
     let repository = plan.target.path();
     if moved_upstream(mirror, digest) {
@@ -118,7 +132,7 @@ async fn observe(
             .ok()
             .flatten();
     }
-    Ok((source, observed))
+    Ok(observed)
 }
 
 /// Carries out one step; the status written and the requeue come from the same outcome.
@@ -255,6 +269,9 @@ async fn finish_copy(
             }
         };
     }
+    if result.error_class == Some(ErrorClass::Throttled) {
+        rate_limit::throttled(ctx, plan.source.domain(), Some(&result));
+    }
     let message = result
         .message
         .clone()
@@ -313,6 +330,9 @@ async fn copy_inline(
                 ctx.provider.access_rejected(&access);
             }
             Metrics::count(&ctx.metrics.copies, "failure");
+            if e.class == ErrorClass::Throttled {
+                rate_limit::throttled(ctx, plan.source.domain(), None);
+            }
             let transient = e.is_transient() || e.class == ErrorClass::Unauthorized;
             let reason = verify::signature_reason(e.class).unwrap_or("CopyFailed");
             fail(ctx, mirror, transient, reason, e).await
@@ -579,6 +599,7 @@ fn outcome_without_message(complete: bool, job: &Job) -> CopyOutcome {
             report: None,
             error_class: None,
             message: Some("copy Job complete without a result".into()),
+            retry_after_seconds: None,
         };
     }
     let reason = job

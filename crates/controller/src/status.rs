@@ -32,6 +32,11 @@ pub enum Outcome {
         retry_in: Duration,
         failed: bool,
     },
+    /// Waiting `retry_in` for the source host's budget (`sources.rateLimits`) or pause.
+    RateLimited {
+        message: String,
+        retry_in: Duration,
+    },
     /// A copy Job runs.
     Mirroring {
         job: String,
@@ -194,6 +199,11 @@ pub fn build(
                 Phase::Mirroring
             };
             (phase, false, reason, message)
+        }
+        Outcome::RateLimited { message, retry_in } => {
+            let at = SystemTime::now() + retry_in;
+            status.next_retry_time = Timestamp::try_from(at).ok().map(Time);
+            (Phase::Pending, false, reason::RATE_LIMITED.into(), message)
         }
         Outcome::Mirroring { job, digest, drift } => {
             status.job_name = Some(job.clone());
@@ -474,6 +484,25 @@ mod tests {
         );
         assert!(up_to_date.message.contains("sha256:02"));
         assert_eq!(ready_condition(&moved).status, "True");
+    }
+
+    #[test]
+    fn a_mirror_waiting_for_its_budget_is_pending_with_its_start_time() {
+        let waiting = build(
+            &mirror(None),
+            &ImageMirrorStatus::default(),
+            Outcome::RateLimited {
+                message: "docker.io is rate-limited".into(),
+                retry_in: Duration::from_secs(600),
+            },
+        );
+        assert_eq!(waiting.phase, Some(Phase::Pending));
+        assert_eq!(ready_condition(&waiting).reason, reason::RATE_LIMITED);
+        assert_eq!(ready_condition(&waiting).status, "False");
+        assert_eq!(waiting.last_error, None);
+        let at = SystemTime::from(waiting.next_retry_time.expect("a start time").0);
+        let left = at.duration_since(SystemTime::now()).expect("ahead");
+        assert!(left > Duration::from_secs(590), "{left:?}");
     }
 
     #[test]

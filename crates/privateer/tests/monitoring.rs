@@ -32,6 +32,8 @@ tests:
         values: '0+1x60'
       - series: 'privateer_copies_total{result="success"}'
         values: '5x60'
+      - series: 'privateer_source_throttled_total{host="docker.io"}'
+        values: '0x20 1x40'
     alert_rule_test:
       - {eval_time: 10m, alertname: PrivateerMirrorFailed, exp_alerts: []}
       - eval_time: 20m
@@ -57,6 +59,15 @@ tests:
               summary: "Every copy of the last 30 minutes failed"
               description: "Check the target registry's credentials and reachability (privateer target check) and the sources' (status.lastError)."
       - {eval_time: 50m, alertname: PrivateerWebhookErrors, exp_alerts: []}
+      - {eval_time: 15m, alertname: PrivateerSourceThrottled, exp_alerts: []}
+      - eval_time: 25m
+        alertname: PrivateerSourceThrottled
+        exp_alerts:
+          - exp_labels: {severity: info, host: docker.io}
+            exp_annotations:
+              summary: "docker.io refused privateer's requests with 429 in the last 30 minutes"
+              description: "Its mirrors wait for its Retry-After; set or lower sources.rateLimits for it (or give it credentials) so copies stay inside its budget."
+      - {eval_time: 59m, alertname: PrivateerSourceThrottled, exp_alerts: []}
 "#;
 
 /// The PrometheusRule's `spec` and the dashboard's JSON, from `helm template` with both on.

@@ -43,6 +43,7 @@ pub use error::{CopyError, ErrorClass};
 pub use limits::{Limits, Redirects, Timeouts};
 pub use manifest::{Manifest, Platform, sha256_digest};
 pub use outcome::{CopyOutcome, TERMINATION_MESSAGE_MAX_BYTES};
+pub use pause::{pause, paused_for};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
 pub use retry::RetryPolicy;
 
@@ -57,6 +58,16 @@ pub struct Image {
     /// mirror of `docker.io`, an ECR VPC endpoint, a test registry).
     pub endpoint: Option<Endpoint>,
     pub credentials: Credentials,
+}
+
+impl Image {
+    /// The `host[:port]` requests go to: the endpoint's, else the name's.
+    pub fn host(&self) -> &str {
+        match &self.endpoint {
+            Some(endpoint) => &endpoint.host,
+            None => self.reference.domain(),
+        }
+    }
 }
 
 /// A registry endpoint: `host[:port]`, over TLS unless `plain_http`.

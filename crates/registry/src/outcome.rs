@@ -23,6 +23,10 @@ pub struct CopyOutcome {
     pub error_class: Option<ErrorClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The registry's `Retry-After` of a throttled copy, so the controller pauses the host for
+    /// its other mirrors too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl CopyOutcome {
@@ -32,6 +36,7 @@ impl CopyOutcome {
             report: Some(report),
             error_class: None,
             message: None,
+            retry_after_seconds: None,
         }
     }
 
@@ -52,11 +57,15 @@ impl CopyOutcome {
             report: None,
             error_class: Some(class),
             message: Some(message.chars().take(MESSAGE_MAX_CHARS).collect()),
+            retry_after_seconds: None,
         }
     }
 
     pub fn from_error(error: &CopyError) -> Self {
-        Self::failure(error.class, &error.to_string())
+        Self {
+            retry_after_seconds: error.retry_after.map(|wait| wait.as_secs().max(1)),
+            ..Self::failure(error.class, &error.to_string())
+        }
     }
 
     /// The outcome as one JSON line of at most 4096 bytes, whatever it holds, so the kubelet
@@ -86,6 +95,7 @@ impl CopyOutcome {
                 report: None,
                 error_class: outcome.error_class.or(Some(ErrorClass::Invalid)),
                 message: Some("the copy result did not fit a termination message".into()),
+                retry_after_seconds: outcome.retry_after_seconds,
             })
             .unwrap_or_default();
         }

@@ -34,8 +34,9 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(LONGEST))
 }
 
-/// Leave `host` alone for `wait` (a later pause already recorded stands).
-pub(crate) fn pause(host: &str, wait: Duration) {
+/// Leave `host` alone for `wait` (a later pause already recorded stands): also called by the
+/// controller for a copy Job's 429, so its other mirrors of the host wait too.
+pub fn pause(host: &str, wait: Duration) {
     let until = Instant::now() + wait;
     let mut paused = PAUSED.lock().unwrap_or_else(PoisonError::into_inner);
     let entry = paused.entry(host.to_owned()).or_insert(until);
@@ -47,20 +48,20 @@ pub(crate) fn pause(host: &str, wait: Duration) {
     paused.retain(|_, until| *until > now);
 }
 
-/// Wait out a pause of `host` no longer than `patience`; a longer one is a throttled error.
-pub(crate) async fn wait(host: &str, patience: Duration, action: &str) -> Result<(), CopyError> {
-    let until = PAUSED
+/// How long `host` is still paused, if it is.
+pub fn paused_for(host: &str) -> Option<Duration> {
+    let until = *PAUSED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .get(host)
-        .copied();
-    let Some(until) = until else {
+        .get(host)?;
+    Some(until.saturating_duration_since(Instant::now())).filter(|left| !left.is_zero())
+}
+
+/// Wait out a pause of `host` no longer than `patience`; a longer one is a throttled error.
+pub(crate) async fn wait(host: &str, patience: Duration, action: &str) -> Result<(), CopyError> {
+    let Some(left) = paused_for(host) else {
         return Ok(());
     };
-    let left = until.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Ok(());
-    }
     if left > patience {
         return Err(CopyError::new(
             ErrorClass::Throttled,

@@ -19,7 +19,7 @@ use crate::progress::Progress;
 use crate::retry::{RetryPolicy, with_retries};
 use crate::verify::{self, BlobCheck};
 use crate::wire::{read_limited, request_error, status_error, without_query};
-use crate::{CopyOptions, Credentials, Endpoint, Limits};
+use crate::{CopyOptions, Credentials, Limits};
 
 mod artifacts;
 mod login;
@@ -82,10 +82,8 @@ impl Side {
         options: &CopyOptions,
         progress: Arc<dyn Progress>,
     ) -> Result<Self, CopyError> {
-        let (host, plain_http) = match &image.endpoint {
-            Some(Endpoint { host, plain_http }) => (host.clone(), *plain_http),
-            None => (image.reference.domain().to_owned(), false),
-        };
+        let host = image.host().to_owned();
+        let plain_http = image.endpoint.as_ref().is_some_and(|e| e.plain_http);
         let plain_http = plain_http || options.tls.insecure_hosts.contains(&host);
         let scheme = if plain_http { "http" } else { "https" };
         Ok(Self {

@@ -3,6 +3,7 @@
 
 mod enums;
 mod load;
+mod rate_limit;
 mod registries;
 mod validate;
 mod verify;
@@ -18,6 +19,7 @@ pub use enums::{
     TagMutability, TargetKind,
 };
 pub use load::{ConfigError, Problem};
+pub use rate_limit::RateLimit;
 pub use registries::{RedirectConfig, RegistriesConfig, RegistryLimits, RegistryTimeouts};
 pub use verify::{KeySecret, VerifyRule};
 
@@ -170,6 +172,9 @@ pub struct SourcesConfig {
     /// Images mirrored only when a cosign signature by one of the rule's keys verifies (the
     /// first rule covering an image applies).
     pub verify: Vec<VerifyRule>,
+    /// A budget per source host, `REQUESTS/PERIOD` (`docker.io: 100/6h`), shared by every
+    /// resolve and copy; mirrors waiting for it stay Pending (`RateLimited`).
+    pub rate_limits: BTreeMap<String, RateLimit>,
 }
 
 impl SourcesConfig {
@@ -227,6 +232,7 @@ impl Default for SourcesConfig {
             credentials: Vec::new(),
             endpoints: BTreeMap::new(),
             verify: Vec::new(),
+            rate_limits: BTreeMap::new(),
         }
     }
 }

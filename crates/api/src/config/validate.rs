@@ -228,6 +228,15 @@ impl Config {
             );
         }
 
+        for registry in s.rate_limits.keys() {
+            if validate_domain(registry).is_err() {
+                p.add(
+                    format!("sources.rateLimits.{registry}"),
+                    format!("{registry:?} is not a registry host"),
+                );
+            }
+        }
+
         // Webhook.
         let w = &self.webhook;
         p.listen("webhook.listen", &w.listen);
