@@ -5,7 +5,7 @@
 //! a burst of `requests` is spent, so a pre-warm list drains at the budget's rate. A mirror told
 //! to wait keeps its turn (a reservation under its name), so asking again before the turn comes
 //! neither spends more budget nor loses its place. A `Retry-After` pause of the host (from a 429
-//! or 503, recorded by the copier, or by [`pause_for_job`] for a copy Job's answer) holds every
+//! or 503, recorded by the copier, or by [`throttled`] for a copy Job's answer) holds every
 //! mirror of the host, configured or not; a configured host then resumes one at a time at the
 //! steady rate, not with a fresh burst.
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action;
 use privateer_api::config::RateLimit;
 use privateer_api::{ImageMirror, Phase};
-use privateer_registry::{CopyOutcome, Endpoint};
+use privateer_registry::Image;
 
 use crate::metrics::HostLabel;
 use crate::status::{Outcome, write_status};
@@ -130,25 +130,17 @@ pub async fn wait_for_turn(
 }
 
 /// A source answered 429: counted under its host's label. A copy Job's `Retry-After` also
-/// pauses the source host for the whole controller, as the copier does for its own requests
-/// (the Job runs elsewhere and cannot).
-pub fn throttled(ctx: &Context, domain: &str, job_result: Option<&CopyOutcome>) {
-    let host = ctx.source_budgets.label(domain);
+/// pauses the source's endpoint for the whole controller, as the copier does for its own
+/// requests (the Job runs elsewhere and cannot).
+pub fn throttled(ctx: &Context, source: &Image, job_retry_after_seconds: Option<u64>) {
+    let host = ctx.source_budgets.label(source.reference.domain());
     ctx.metrics
         .throttled
         .get_or_create(&HostLabel { host })
         .inc();
-    let Some(seconds) = job_result.and_then(|r| r.retry_after_seconds) else {
-        return;
-    };
-    let endpoint = ctx
-        .config
-        .sources
-        .endpoints
-        .get(domain)
-        .and_then(|o| Endpoint::parse(&o.url).ok())
-        .map_or_else(|| domain.to_owned(), |e| e.host);
-    privateer_registry::pause(&endpoint, Duration::from_secs(seconds));
+    if let Some(seconds) = job_retry_after_seconds {
+        privateer_registry::pause(source.host(), Duration::from_secs(seconds));
+    }
 }
 
 /// One host's budget.

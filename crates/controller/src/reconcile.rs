@@ -70,7 +70,8 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
 
 /// Observe, decide, act: the whole way.
 async fn pipeline(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Result<Action, Error> {
-    let source = source_image(ctx, mirror, plan).await?;
+    // The budget is asked before the credentials Secret is read: a waiting mirror costs no I/O.
+    let source = source_endpoint(ctx, plan)?;
     let domain = plan.source.domain();
     if let Turn::Wait(wait) = ctx
         .source_budgets
@@ -78,6 +79,7 @@ async fn pipeline(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Result<Ac
     {
         return rate_limit::wait_for_turn(ctx, mirror, domain, wait).await;
     }
+    let source = with_credentials(ctx, mirror, plan, source).await?;
     let observed = observe(ctx, mirror, plan, &source).await?;
     let step = decide(mirror, plan, &observed);
     act(ctx, mirror, plan, &source, step).await
@@ -96,7 +98,7 @@ async fn observe(
         Ok(None) => Resolved::Missing,
         Err(e) => {
             if e.class == ErrorClass::Throttled {
-                rate_limit::throttled(ctx, plan.source.domain(), None);
+                rate_limit::throttled(ctx, source, None);
             }
             Resolved::Unreachable {
                 transient: e.is_transient(),
@@ -269,8 +271,10 @@ async fn finish_copy(
             }
         };
     }
-    if result.error_class == Some(ErrorClass::Throttled) {
-        rate_limit::throttled(ctx, plan.source.domain(), Some(&result));
+    if result.error_class == Some(ErrorClass::Throttled)
+        && let Ok(source) = source_endpoint(ctx, plan)
+    {
+        rate_limit::throttled(ctx, &source, result.retry_after_seconds);
     }
     let message = result
         .message
@@ -331,7 +335,7 @@ async fn copy_inline(
             }
             Metrics::count(&ctx.metrics.copies, "failure");
             if e.class == ErrorClass::Throttled {
-                rate_limit::throttled(ctx, plan.source.domain(), None);
+                rate_limit::throttled(ctx, source, None);
             }
             let transient = e.is_transient() || e.class == ErrorClass::Unauthorized;
             let reason = verify::signature_reason(e.class).unwrap_or("CopyFailed");
@@ -439,11 +443,24 @@ fn requeue_for_refresh(ctx: &Context, mirror: &ImageMirror) -> Action {
 
 /// The source as the copier reaches it: endpoint override, credentials from the mirror's
 /// Secret or the configured per-registry Secret.
-async fn source_image(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Result<Image, Error> {
+fn source_endpoint(ctx: &Context, plan: &Plan) -> Result<Image, Error> {
     let endpoint = match ctx.config.sources.endpoints.get(plan.source.domain()) {
         Some(o) => Some(Endpoint::parse(&o.url).map_err(Error::Config)?),
         None => None,
     };
+    Ok(Image {
+        reference: plan.source.clone(),
+        endpoint,
+        credentials: Credentials::Anonymous,
+    })
+}
+
+async fn with_credentials(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    source: Image,
+) -> Result<Image, Error> {
     let credentials = match source_secret(ctx, mirror, plan) {
         Some(secret) => {
             ctx.secret_credentials(&secret, plan.source.domain())
@@ -452,9 +469,8 @@ async fn source_image(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Resul
         None => Credentials::Anonymous,
     };
     Ok(Image {
-        reference: plan.source.clone(),
-        endpoint,
         credentials,
+        ..source
     })
 }
 
