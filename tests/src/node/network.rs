@@ -1,6 +1,7 @@
 //! The node's Pod network on this machine only: one Linux bridge with the node's address, a
 //! pod subnet behind it, and a firewall chain that drops whatever a Pod sends anywhere but this
-//! machine and other Pods (no masquerade, no route out). One node at a time per machine: the
+//! machine and other Pods (no masquerade, no route out), and another that refuses the host's
+//! own traffic to a ClusterIP no Service answers. One node at a time per machine: the
 //! names are fixed, so a machine-wide lock guards them.
 
 use std::fs::File;
@@ -20,6 +21,8 @@ pub const SERVICE_SUBNET: &str = "10.0.0.0/24";
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Our FORWARD chain: Pod traffic that would leave the machine is dropped here.
 const CHAIN: &str = "PRIVATEER-NODE";
+/// Our OUTPUT chain: the host's traffic to a ClusterIP kube-proxy has not (yet) translated.
+const HOST_CHAIN: &str = "PRIVATEER-HOST";
 
 /// Held while a node exists on this machine; waits for another environment's node to end.
 pub struct NodeLock {
@@ -90,6 +93,31 @@ impl Network {
         run("iptables", &["-A", CHAIN, "-s", POD_SUBNET, "-j", "DROP"])?;
         run("iptables", &["-A", CHAIN, "-i", BRIDGE, "-j", "DROP"])?;
         run("iptables", &["-I", "FORWARD", "1", "-j", CHAIN])?;
+        // A ClusterIP has no route of its own: until kube-proxy programs a Service (or after
+        // it removed one) the API server's call to it would follow the default route off this
+        // machine. The filter table sees packets after kube-proxy's DNAT, so only untranslated
+        // ones are refused here, at once.
+        run("iptables", &["-N", HOST_CHAIN])?;
+        run(
+            "iptables",
+            &[
+                "-A",
+                HOST_CHAIN,
+                "-d",
+                SERVICE_SUBNET,
+                "-p",
+                "tcp",
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "tcp-reset",
+            ],
+        )?;
+        run(
+            "iptables",
+            &["-A", HOST_CHAIN, "-d", SERVICE_SUBNET, "-j", "REJECT"],
+        )?;
+        run("iptables", &["-I", "OUTPUT", "1", "-j", HOST_CHAIN])?;
         Ok(network)
     }
 }
@@ -101,9 +129,11 @@ impl Drop for Network {
 }
 
 fn remove() {
-    while succeeds("iptables", &["-D", "FORWARD", "-j", CHAIN]) {}
-    if succeeds("iptables", &["-F", CHAIN]) {
-        let _ = run("iptables", &["-X", CHAIN]);
+    for (hook, chain) in [("FORWARD", CHAIN), ("OUTPUT", HOST_CHAIN)] {
+        while succeeds("iptables", &["-D", hook, "-j", chain]) {}
+        if succeeds("iptables", &["-F", chain]) {
+            let _ = run("iptables", &["-X", chain]);
+        }
     }
     if std::path::Path::new(&format!("/sys/class/net/{BRIDGE}")).exists() {
         let _ = run("ip", &["link", "delete", BRIDGE]);
