@@ -13,8 +13,12 @@ pub const SKIP: &str = "privateer.dev/skip";
 pub const SCHEDULING_GATE: &str = "privateer.dev/mirror";
 /// Pod label set with the gate, so the gate releaser watches only gated Pods.
 pub const LABEL_GATED: &str = "privateer.dev/gated";
-/// Label on copy Jobs: the ImageMirror they copy for.
-pub const LABEL_IMAGE_MIRROR: &str = "privateer.dev/imagemirror";
+/// Label key prefix on copy Jobs, one label per ImageMirror a Job copies for: the key ends in
+/// a hash of the mirror's name, the value is the digest's first 40 hex digits (a batched Job
+/// copies for several mirrors; `privateer_controller::copy_member_label` spells it).
+pub const LABEL_COPY_MEMBER_PREFIX: &str = "copy.privateer.dev/";
+/// Annotation on copy Jobs: the ImageMirror names, in the order of the copy's pairs (JSON).
+pub const ANNOTATION_COPIES: &str = "privateer.dev/copies";
 /// Annotation on an ImageMirror: who declared it (`webhook`, `backfill`, or absent for users).
 pub const ANNOTATION_CREATED_BY: &str = "privateer.dev/created-by";
 /// Label on an ImageMirror: `"true"` lets `controller.retention` delete it when unused (a

@@ -1,5 +1,6 @@
-//! The copy Job: one `privateer copy` run in a hardened pod, owned by its ImageMirror so that
-//! deleting the mirror garbage-collects it. Credentials arrive as Secret volumes (never in
+//! The copy Job: one `privateer copy` run in a hardened pod, copying for one ImageMirror or a
+//! batch of them (`copy.job.batchSize`), owned by each so that deleting the last one
+//! garbage-collects it. Credentials arrive as Secret volumes (never in
 //! arguments or environment values); ECR tokens come from the pod's own identity (IRSA).
 
 use std::collections::BTreeMap;
@@ -35,17 +36,36 @@ pub struct JobInputs<'a> {
     pub verify_keys: &'a [String],
 }
 
-pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &JobInputs) -> Job {
+/// One mirror's copy in a Job.
+pub struct Member<'a> {
+    pub mirror: &'a ImageMirror,
+    pub plan: &'a Plan,
+    /// The source digest being copied.
+    pub digest: &'a str,
+}
+
+/// The Job copying for `members` (at least one). What they share (source host, credentials,
+/// verify keys, platforms) is taken from the first: the batcher groups only members that
+/// share it.
+pub fn copy_job(members: &[Member], config: &Config, inputs: &JobInputs) -> Job {
     let job = &config.copy.job;
     let target = &config.target;
-    let mut args = vec![
-        "copy".to_owned(),
-        plan.source.to_string(),
-        plan.target.to_string(),
+    let Some(first) = members.first() else {
+        return Job::default();
+    };
+    let plan = first.plan;
+    let mut args = vec!["copy".to_owned()];
+    for member in members {
+        args.extend([
+            member.plan.source.to_string(),
+            member.plan.target.to_string(),
+        ]);
+    }
+    args.extend([
         "--json".to_owned(),
         "--parallelism".to_owned(),
         config.copy.parallelism.to_string(),
-    ];
+    ]);
     let bounds = &config.registries;
     let seconds =
         |d: privateer_api::Duration| std::time::Duration::from(d).as_secs_f64().to_string();
@@ -143,16 +163,29 @@ pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &Job
             .map(|(k, v)| (k.clone(), Quantity(v.clone())))
             .collect::<BTreeMap<_, _>>()
     };
-    let labels = BTreeMap::from([
-        (
-            names::LABEL_COMPONENT.to_owned(),
-            names::COMPONENT_VALUE.to_owned(),
-        ),
-        (
-            names::LABEL_IMAGE_MIRROR.to_owned(),
-            mirror.metadata.name.clone().unwrap_or_default(),
-        ),
-    ]);
+    let labels = BTreeMap::from([(
+        names::LABEL_COMPONENT.to_owned(),
+        names::COMPONENT_VALUE.to_owned(),
+    )]);
+    let mut job_labels = labels.clone();
+    let mut copies = Vec::new();
+    for member in members {
+        let name = member.mirror.metadata.name.clone().unwrap_or_default();
+        job_labels.insert(
+            crate::copy_jobs::member_label(&name),
+            crate::copy_jobs::member_value(member.digest),
+        );
+        copies.push(name);
+    }
+    // One owner is the controller; in a batch each is an owner, and the Job lives while any
+    // of them does.
+    let owners: Vec<_> = match members {
+        [one] => one.mirror.controller_owner_ref(&()).into_iter().collect(),
+        several => several
+            .iter()
+            .filter_map(|m| m.mirror.owner_ref(&()))
+            .collect(),
+    };
     let container = Container {
         name: "copy".into(),
         image: Some(inputs.image.to_owned()),
@@ -182,8 +215,12 @@ pub fn copy_job(mirror: &ImageMirror, plan: &Plan, config: &Config, inputs: &Job
         metadata: ObjectMeta {
             name: Some(inputs.name.to_owned()),
             namespace: Some(inputs.namespace.to_owned()),
-            labels: Some(labels.clone()),
-            owner_references: mirror.controller_owner_ref(&()).map(|o| vec![o]),
+            labels: Some(job_labels),
+            annotations: Some(BTreeMap::from([(
+                names::ANNOTATION_COPIES.to_owned(),
+                serde_json::to_string(&copies).unwrap_or_default(),
+            )])),
+            owner_references: Some(owners),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -255,7 +292,12 @@ mod tests {
             source_secret: None,
             verify_keys: std::slice::from_ref(&pem),
         };
-        let job = copy_job(&mirror, &plan, &config, &inputs);
+        let member = Member {
+            mirror: &mirror,
+            plan: &plan,
+            digest: "sha256:1",
+        };
+        let job = copy_job(&[member], &config, &inputs);
         let args = job
             .spec
             .and_then(|s| s.template.spec)

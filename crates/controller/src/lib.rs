@@ -5,6 +5,8 @@
 //! by their mirror) wake it when they finish. The reconciler (`reconcile.rs`) reads as a
 //! pipeline; decisions that need no I/O live in `plan.rs` and `status.rs`.
 
+mod batch;
+mod copy_jobs;
 mod decide;
 mod events;
 mod finalize;
@@ -35,7 +37,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use privateer_api::config::{Config, TargetKind};
 use privateer_api::{ImageMirror, names};
 use privateer_ecr::{DockerConfig, Provider, TargetError};
@@ -44,8 +46,9 @@ use privateer_index::{Changed, MirrorIndex};
 use privateer_registry::{CopyOptions, Credentials, Limits, Redirects, Timeouts, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
+pub use copy_jobs::{member_label as copy_member_label, member_value as copy_member_value};
 pub use gate::{GateAction, decide as decide_gate, release_patch};
-pub use job::{BINARY, JobInputs, copy_job};
+pub use job::{BINARY, JobInputs, Member as JobMember, copy_job};
 pub use plan::{InvalidSpec, Plan, backoff, job_name, plan};
 pub use status::{Outcome, build as build_status};
 
@@ -63,6 +66,8 @@ pub enum Error {
     CrdMissing,
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("copy Job: {0}")]
+    Batch(String),
     #[error("Secret {namespace}/{name}: {problem}")]
     Secret {
         namespace: String,
@@ -93,6 +98,11 @@ pub struct Context {
     pub target_checks: target_check::Budget,
     /// `sources.rateLimits`, shared by every mirror pass.
     pub source_budgets: Arc<rate_limit::SourceBudgets>,
+    /// Mirrors needing a copy Job at the same time share one (`copy.job.batchSize`).
+    pub batcher: batch::Batcher,
+    /// The copy Jobs as the reconciler's own Job watch last saw them (this term's), so a mirror
+    /// woken by its Job reads it without asking the API server.
+    pub jobs: std::sync::RwLock<Option<kube::runtime::reflector::Store<Job>>>,
 }
 
 impl Context {
@@ -140,6 +150,8 @@ impl Context {
             ),
             target_checks,
             source_budgets,
+            batcher: batch::Batcher::default(),
+            jobs: std::sync::RwLock::new(None),
         })
     }
 
@@ -286,10 +298,20 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
             futures::stream::iter(entries)
         }))
         .map(|entry| Ok((*entry).clone()));
-    let controller = Controller::for_stream(triggers, ctx.index.store());
+    let controller = Controller::for_stream(triggers, ctx.index.store()).with_config(
+        kube::runtime::controller::Config::default().concurrency(
+            u16::try_from(ctx.config.controller.concurrency.max(1)).unwrap_or(u16::MAX),
+        ),
+    );
+    // The Job watch feeds a cache before it wakes a Job's mirrors, so what a woken mirror
+    // reads there is at least what woke it.
+    let (job_store, job_writer) = kube::runtime::reflector::store();
+    let job_events = kube::runtime::reflector(job_writer, watcher(jobs, owned).default_backoff())
+        .touched_objects();
+    *ctx.jobs.write().unwrap_or_else(|p| p.into_inner()) = Some(job_store);
     let metrics = ctx.metrics.clone();
     let mirrors_done = controller
-        .owns(jobs, owned)
+        .owns_stream(job_events)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile_guarded, error_policy, ctx.clone())
         .for_each(move |result| {

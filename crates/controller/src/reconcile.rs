@@ -6,10 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use privateer_api::ImageMirror;
 use privateer_api::config::CopyExecutor;
@@ -18,10 +15,10 @@ use privateer_ecr::{
 };
 use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 
+use crate::copy_jobs::{JobKeys, JobState, run_copy_job};
 use crate::decide::{Observed, Resolved, Step, decide, moved_upstream};
-use crate::job::{JobInputs, copy_job};
 use crate::metrics::Metrics;
-use crate::plan::{Plan, backoff, job_name, plan};
+use crate::plan::{Plan, backoff, plan};
 use crate::rate_limit::{self, Turn};
 use crate::stage::{Stage, stage};
 use crate::status::{Mirrored, Outcome, apply_status, tag_moved, write_status};
@@ -474,7 +471,7 @@ async fn with_credentials(
     })
 }
 
-fn source_secret(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Option<String> {
+pub(crate) fn source_secret(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Option<String> {
     mirror
         .spec
         .credentials_secret_ref
@@ -488,144 +485,6 @@ fn source_secret(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Option<Str
                 .find(|c| c.registry == plan.source.domain())
                 .map(|c| c.secret_name.clone())
         })
-}
-
-enum JobState {
-    Running(String),
-    Done(Box<CopyOutcome>),
-}
-
-/// Create the copy Job for this digest if there is none; report its result once it ends. A
-/// finished failed Job is deleted after its result is read, so the next attempt can start.
-/// The `sources.verify` keys a copy Job is created with: read in this pass already (`None`: no
-/// rule covers the source), or to be read should a Job have to be created.
-enum JobKeys<'a> {
-    Read(Option<&'a verify::Keys>),
-    Unread,
-}
-
-async fn run_copy_job(
-    ctx: &Context,
-    mirror: &ImageMirror,
-    plan: &Plan,
-    digest: &str,
-    keys: JobKeys<'_>,
-) -> Result<JobState, Error> {
-    let namespace = &ctx.config.namespace;
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = job_name(&mirror.name_any(), digest);
-    let existing = jobs.get_opt(&name).await?;
-    let Some(job) = existing else {
-        let secret = source_secret(ctx, mirror, plan);
-        let read;
-        let keys = match keys {
-            JobKeys::Read(keys) => keys,
-            JobKeys::Unread => {
-                read = verify::keys_for(ctx, plan).await?;
-                read.as_ref()
-            }
-        };
-        let inputs = JobInputs {
-            name: &name,
-            namespace,
-            image: &ctx.copy_image,
-            source_secret: secret.as_deref(),
-            verify_keys: keys.as_ref().map_or(&[][..], |k| &k.pems[..]),
-        };
-        let job = copy_job(mirror, plan, &ctx.config, &inputs);
-        match jobs.create(&PostParams::default(), &job).await {
-            Ok(_) => tracing::info!(mirror = %mirror.name_any(), job = %name, "copy Job created"),
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-        return Ok(JobState::Running(name));
-    };
-    let conditions = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let finished = |kind: &str| {
-        conditions
-            .iter()
-            .any(|c| c.type_ == kind && c.status == "True")
-    };
-    let (complete, failed) = (finished("Complete"), finished("Failed"));
-    if !complete && !failed {
-        return Ok(JobState::Running(name));
-    }
-    let result = termination_result(ctx, namespace, &name)
-        .await?
-        .unwrap_or_else(|| outcome_without_message(complete, &job));
-    let metrics = &ctx.metrics;
-    if result.succeeded() {
-        Metrics::count(&metrics.copies, "success");
-        if let Some(report) = &result.report {
-            metrics.copy_bytes.observe(report.bytes_total as f64);
-            metrics.copy_seconds.observe(report.seconds);
-        }
-    } else {
-        Metrics::count(
-            &metrics.copies,
-            result.error_class.map_or("failure", |c| c.as_str()),
-        );
-        let delete = DeleteParams {
-            propagation_policy: Some(PropagationPolicy::Background),
-            ..DeleteParams::default()
-        };
-        let _ = jobs.delete(&name, &delete).await;
-    }
-    Ok(JobState::Done(Box::new(result)))
-}
-
-/// The copy result from the newest finished Pod of Job `name`.
-async fn termination_result(
-    ctx: &Context,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<CopyOutcome>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-        .await?;
-    let mut messages: Vec<(Option<_>, String)> = list
-        .items
-        .iter()
-        .flat_map(|pod| {
-            pod.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .map(|t| (t.finished_at.clone(), t.message.clone().unwrap_or_default()))
-        .collect();
-    messages.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
-    Ok(messages
-        .into_iter()
-        .rev()
-        .find_map(|(_, message)| CopyOutcome::parse(&message)))
-}
-
-/// A Job that ended without a readable result (OOM-killed, deadline exceeded): a failure is
-/// transient; a Job complete without a message is taken at its word.
-fn outcome_without_message(complete: bool, job: &Job) -> CopyOutcome {
-    if complete {
-        return CopyOutcome {
-            result: "success".into(),
-            report: None,
-            error_class: None,
-            message: Some("copy Job complete without a result".into()),
-            retry_after_seconds: None,
-        };
-    }
-    let reason = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Failed"))
-        .and_then(|c| c.message.clone())
-        .unwrap_or_else(|| "the copy pod left no result".into());
-    CopyOutcome::failure(ErrorClass::Network, &format!("copy Job: {reason}"))
 }
 
 impl Context {

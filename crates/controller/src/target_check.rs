@@ -7,10 +7,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, PropagationPolicy};
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use privateer_api::ImageMirror;
@@ -21,7 +19,7 @@ use serde_json::json;
 
 use crate::Context;
 use crate::metrics::Metrics;
-use crate::plan::{Plan, job_name};
+use crate::plan::Plan;
 
 /// Field manager of `lastTargetCheckTime` alone, so the reconciler's own status apply keeps
 /// owning (and may drop) everything else.
@@ -120,7 +118,8 @@ pub async fn check(ctx: &Context, mirror: &ImageMirror, plan: &Plan) -> Found {
                 "CheckTarget",
             )
             .await;
-            forget_copy_job(ctx, &digest.to_string(), &name).await;
+            // Its finished copy Job would answer for the new copy: the mirror leaves it.
+            crate::copy_jobs::forget(ctx, &name, &digest.to_string()).await;
             Metrics::count(&ctx.metrics.target_checks, "missing");
             return Found::Missing;
         }
@@ -145,19 +144,4 @@ fn unanswered(ctx: &Context, mirror: &str, error: &dyn std::fmt::Display) -> Fou
     Metrics::count(&ctx.metrics.target_checks, "unanswered");
     tracing::info!(mirror, "target check: {error}");
     Found::Later(UNANSWERED)
-}
-
-/// The finished Job of the copy that is gone would answer for the new one (Jobs are named
-/// after mirror and digest): delete it, so the pipeline starts a fresh copy.
-async fn forget_copy_job(ctx: &Context, digest: &str, mirror: &str) {
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-    let delete = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
-    match jobs.delete(&job_name(mirror, digest), &delete).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => tracing::info!(mirror, "target check: delete the old copy Job: {e}"),
-    }
 }

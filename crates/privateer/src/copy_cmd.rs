@@ -1,11 +1,12 @@
-//! `privateer copy SRC DST`: what copy Jobs run. Wiring only: arguments, credentials, the
-//! ECR token, progress rendering and the Pod termination message; the copy is the registry
-//! crate's.
+//! `privateer copy SRC DST [SRC DST]...`: what copy Jobs run (a batched Job names several
+//! pairs). Wiring only: arguments, credentials, the ECR token, progress rendering and the Pod
+//! termination message; the copy is the registry crate's.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::StreamExt;
 use privateer_ecr::{DockerConfig, EcrHost, EcrOptions, EcrProvider, TargetProvider};
 use privateer_image::Reference;
 use privateer_registry::{
@@ -17,15 +18,19 @@ use crate::copy_progress::{self, CopyFailure};
 
 /// Copy an image between registries, digest-exact (what privateer's copy Jobs run).
 ///
-/// The last line on stdout is the target pinned by digest. Exit status: 0 copied or up to
+/// Each copied target, pinned by digest, is a line on stdout. Exit status: 0 copied or up to
 /// date, 2 bad usage, 3 permanent failure (not found, denied, digest mismatch), 4 transient
-/// failure (network, 5xx after retries).
+/// failure (network, 5xx after retries); of several pairs, the worst.
 #[derive(clap::Args)]
 pub struct CopyArgs {
     /// The image to copy (`nginx:1.27`, `ghcr.io/org/app@sha256:…`).
     source: String,
     /// Where to copy it; without tag or digest it keeps the source's tag.
     destination: String,
+    /// Further SOURCE DESTINATION pairs, copied in the same run with the same options (a few at
+    /// a time); the termination message is then a JSON array, one result per pair in order.
+    #[arg(value_name = "SOURCE DESTINATION")]
+    more: Vec<String>,
     /// Source credentials as USER:PASSWORD.
     #[arg(long, value_name = "USER:PASS")]
     src_creds: Option<String>,
@@ -86,7 +91,16 @@ pub struct CopyArgs {
     bounds: copy_bounds::BoundsArgs,
 }
 
+/// Pairs of a batch copied at once; each copy moves `--parallelism` blobs at a time.
+const PAIRS_AT_ONCE: usize = 4;
+
 pub fn run(args: CopyArgs) -> anyhow::Result<String> {
+    if args.more.len() % 2 == 1 {
+        anyhow::bail!(
+            "{:?} has no destination: give SOURCE DESTINATION pairs",
+            args.more[args.more.len() - 1]
+        );
+    }
     let termination_log = args
         .termination_log
         .clone()
@@ -95,12 +109,68 @@ pub fn run(args: CopyArgs) -> anyhow::Result<String> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(copy(args));
+    let results = runtime.block_on(copy_all(&args));
     if let Some(path) = termination_log {
-        copy_progress::write_termination_log(&path, &result);
+        copy_progress::write_termination_log(&path, &results);
     }
-    let report = result?;
-    Ok(format!("{}\n", report.target))
+    let several = results.len() > 1;
+    let mut targets = String::new();
+    let mut worst: Option<anyhow::Error> = None;
+    for result in results {
+        match result {
+            Ok(report) => {
+                targets.push_str(&report.target);
+                targets.push('\n');
+            }
+            Err(error) => {
+                if several {
+                    eprintln!("privateer: {error:#}");
+                }
+                // A permanent failure outranks a transient one (the Job must not retry it).
+                let permanent = |e: &anyhow::Error| {
+                    e.downcast_ref::<CopyFailure>()
+                        .is_none_or(|f| !f.0.is_transient())
+                };
+                if worst
+                    .as_ref()
+                    .is_none_or(|w| !permanent(w) && permanent(&error))
+                {
+                    worst = Some(error);
+                }
+            }
+        }
+    }
+    match worst {
+        Some(error) => Err(error),
+        None => Ok(targets),
+    }
+}
+
+/// Every pair's result, in order; a mistake in the shared options fails each of them.
+async fn copy_all(args: &CopyArgs) -> Vec<anyhow::Result<privateer_registry::CopyReport>> {
+    let pairs: Vec<(&str, &str)> = std::iter::once((&args.source, &args.destination))
+        .map(|(s, d)| (s.as_str(), d.as_str()))
+        .chain(args.more.chunks(2).map(|p| (p[0].as_str(), p[1].as_str())))
+        .collect();
+    let options = match options(args) {
+        Ok(options) => options,
+        Err(e) => {
+            let text = format!("{e:#}");
+            return pairs
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{text}")))
+                .collect();
+        }
+    };
+    let progress = copy_progress::renderer(args.json);
+    let ecr_logins = tokio::sync::Mutex::new(Vec::<(String, Image)>::new());
+    futures::stream::iter(pairs)
+        .map(|(source, destination)| {
+            copy(args, &options, &progress, &ecr_logins, source, destination)
+        })
+        .buffered(PAIRS_AT_ONCE)
+        .collect()
+        .await
 }
 
 /// The kubelet mounts the termination message file in every container.
@@ -109,11 +179,7 @@ fn default_termination_log() -> Option<PathBuf> {
     (std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() && path.exists()).then_some(path)
 }
 
-async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> {
-    let source_reference =
-        Reference::parse(&args.source).with_context(|| format!("source {:?}", args.source))?;
-    let destination_reference = Reference::parse(&args.destination)
-        .with_context(|| format!("destination {:?}", args.destination))?;
+fn options(args: &CopyArgs) -> anyhow::Result<CopyOptions> {
     let platforms = args
         .platform
         .iter()
@@ -146,6 +212,22 @@ async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> 
         ..CopyOptions::default()
     };
     args.bounds.apply(&mut options)?;
+    Ok(options)
+}
+
+/// One pair. ECR destinations log in once per registry: the token serves the whole batch.
+async fn copy(
+    args: &CopyArgs,
+    options: &CopyOptions,
+    progress: &std::sync::Arc<dyn privateer_registry::Progress>,
+    ecr_logins: &tokio::sync::Mutex<Vec<(String, Image)>>,
+    source: &str,
+    destination: &str,
+) -> anyhow::Result<privateer_registry::CopyReport> {
+    let source_reference =
+        Reference::parse(source).with_context(|| format!("source {source:?}"))?;
+    let destination_reference =
+        Reference::parse(destination).with_context(|| format!("destination {destination:?}"))?;
     let source = Image {
         endpoint: endpoint(args.src_endpoint.as_deref(), "--src-endpoint")?,
         credentials: credentials(
@@ -169,10 +251,21 @@ async fn copy(args: CopyArgs) -> anyhow::Result<privateer_registry::CopyReport> 
     if destination.credentials == Credentials::Anonymous
         && EcrHost::parse(destination.reference.domain()).is_ok()
     {
-        ecr_login(&mut destination, &options.tls).await?;
+        // Held while logging in, so the pairs of a batch share one token request.
+        let mut logins = ecr_logins.lock().await;
+        let registry = destination.reference.domain().to_owned();
+        match logins.iter().find(|(r, _)| *r == registry) {
+            Some((_, logged_in)) => {
+                destination.credentials = logged_in.credentials.clone();
+                destination.endpoint = logged_in.endpoint.clone();
+            }
+            None => {
+                ecr_login(&mut destination, &options.tls).await?;
+                logins.push((registry, destination.clone()));
+            }
+        }
     }
-    let progress = copy_progress::renderer(args.json);
-    privateer_registry::copy(&source, &destination, &options, progress)
+    privateer_registry::copy(&source, &destination, options, progress.clone())
         .await
         .map_err(|e| CopyFailure(e).into())
 }

@@ -163,19 +163,24 @@ fn human_bytes(size: u64) -> String {
 
 /// The one-line JSON result the controller reads from the Pod status (`CopyOutcome`). An
 /// error that is not the registry's (bad arguments) is `invalid`: retrying cannot fix it.
-pub fn write_termination_log(path: &Path, result: &anyhow::Result<CopyReport>) {
-    let outcome = match result {
-        Ok(report) => CopyOutcome::success(report.clone()),
-        Err(error) => match error.downcast_ref::<CopyFailure>() {
-            Some(CopyFailure(e)) => CopyOutcome::from_error(e),
-            None => CopyOutcome::failure(ErrorClass::Invalid, &format!("{error:#}")),
-        },
-    };
-    let value = outcome.to_message();
+pub fn write_termination_log(path: &Path, results: &[anyhow::Result<CopyReport>]) {
+    let outcomes: Vec<CopyOutcome> = results.iter().map(outcome).collect();
+    let value = CopyOutcome::batch_message(&outcomes);
     if let Err(e) = std::fs::write(path, format!("{value}\n")) {
         eprintln!(
             "privateer: could not write the termination message {}: {e}",
             path.display()
         );
+    }
+}
+
+/// What the controller reads back of one copy.
+pub fn outcome(result: &anyhow::Result<CopyReport>) -> CopyOutcome {
+    match result {
+        Ok(report) => CopyOutcome::success(report.clone()),
+        Err(error) => match error.downcast_ref::<CopyFailure>() {
+            Some(CopyFailure(e)) => CopyOutcome::from_error(e),
+            None => CopyOutcome::failure(ErrorClass::Invalid, &format!("{error:#}")),
+        },
     }
 }

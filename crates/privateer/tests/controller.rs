@@ -487,7 +487,7 @@ async fn outages_heal_and_a_restarted_controller_reuses_its_job() {
         .await
         .unwrap();
     let jobs: Api<Job> = Api::namespaced(env.client(), "privateer");
-    let selector = format!("{}={alpine}", names::LABEL_IMAGE_MIRROR);
+    let selector = privateer_controller::copy_member_label(&alpine);
     for _ in 0..100 {
         if !jobs
             .list(&ListParams::default().labels(&selector))

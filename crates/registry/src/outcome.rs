@@ -69,13 +69,19 @@ impl CopyOutcome {
     }
 
     /// The outcome as one JSON line of at most 4096 bytes, whatever it holds, so the kubelet
-    /// keeps it whole and it always parses. Too long, it sheds the platform list first (the
-    /// count of those left out is kept), then the end of the message.
+    /// keeps it whole and it always parses.
     pub fn to_message(&self) -> String {
+        self.to_message_within(TERMINATION_MESSAGE_MAX_BYTES)
+    }
+
+    /// The outcome as one JSON line of at most `max` bytes. Too long, it sheds the platform
+    /// list first (the count of those left out is kept), then the end of the message, then
+    /// the target reference and media type (the controller knows both from its plan).
+    pub fn to_message_within(&self, max: usize) -> String {
         let mut outcome = self.clone();
         loop {
             let text = serde_json::to_string(&outcome).unwrap_or_default();
-            if text.len() <= TERMINATION_MESSAGE_MAX_BYTES {
+            if text.len() <= max {
                 return text;
             }
             if let Some(report) = outcome.report.as_mut().filter(|r| !r.platforms.is_empty()) {
@@ -89,6 +95,15 @@ impl CopyOutcome {
                 *message = message.chars().take(keep).collect();
                 continue;
             }
+            if let Some(report) = outcome
+                .report
+                .as_mut()
+                .filter(|r| !r.target.is_empty() || !r.media_type.is_empty())
+            {
+                report.target.clear();
+                report.media_type.clear();
+                continue;
+            }
             // Only bounded fields are left over the limit: give the class and nothing else.
             return serde_json::to_string(&Self {
                 result: outcome.result,
@@ -99,6 +114,32 @@ impl CopyOutcome {
             })
             .unwrap_or_default();
         }
+    }
+
+    /// The outcomes of a batched copy (one per source/destination pair, in order) as one
+    /// JSON array of at most 4096 bytes: each gets an equal share.
+    pub fn batch_message(outcomes: &[Self]) -> String {
+        if let [one] = outcomes {
+            return one.to_message();
+        }
+        let separators = 2 + outcomes.len().saturating_sub(1);
+        let share =
+            TERMINATION_MESSAGE_MAX_BYTES.saturating_sub(separators) / outcomes.len().max(1);
+        let parts: Vec<String> = outcomes
+            .iter()
+            .map(|o| o.to_message_within(share))
+            .collect();
+        format!("[{}]", parts.join(","))
+    }
+
+    /// The outcomes in a termination message: an array from a batched copy, or one object (a
+    /// batch of one); `None` for anything else.
+    pub fn parse_batch(message: &str) -> Option<Vec<Self>> {
+        let message = message.trim();
+        if message.starts_with('[') {
+            return serde_json::from_str(message).ok();
+        }
+        Self::parse(message).map(|one| vec![one])
     }
 
     /// The outcome in a termination message; `None` for anything else (an OOM kill's text).
@@ -176,5 +217,53 @@ mod tests {
             failure.len()
         );
         assert!(CopyOutcome::parse(&failure).is_some_and(|o| o.is_transient()));
+    }
+
+    #[test]
+    fn a_batch_of_eight_fits_one_termination_message_and_reads_back_in_order() {
+        let success = |i: usize| {
+            CopyOutcome::success(CopyReport {
+                target: format!(
+                    "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mirror/docker.io/library/app-{i}@sha256:{}",
+                    "b".repeat(64)
+                ),
+                digest: format!("sha256:{}", "b".repeat(64)),
+                source_digest: format!("sha256:{}", "c".repeat(64)),
+                media_type: "application/vnd.docker.distribution.manifest.v2+json".into(),
+                platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+                bytes_total: 1 << 30,
+                ..CopyReport::default()
+            })
+        };
+        let mut outcomes: Vec<CopyOutcome> = (0..7).map(success).collect();
+        outcomes.push(CopyOutcome::failure(
+            ErrorClass::NotFound,
+            &"gone ".repeat(500),
+        ));
+        let text = CopyOutcome::batch_message(&outcomes);
+        assert!(
+            text.len() <= TERMINATION_MESSAGE_MAX_BYTES,
+            "{}",
+            text.len()
+        );
+        let read = CopyOutcome::parse_batch(&text).expect("parses");
+        assert_eq!(read.len(), 8);
+        for (i, outcome) in read.iter().take(7).enumerate() {
+            let report = outcome.report.as_ref().expect("report");
+            assert!(outcome.succeeded(), "{i}");
+            // What the controller needs is kept whole.
+            assert_eq!(
+                report.digest,
+                outcomes[i].report.as_ref().expect("report").digest
+            );
+            assert_eq!(report.source_digest.len(), 71);
+            assert_eq!(report.bytes_total, 1 << 30);
+            assert_eq!(report.platforms.len() + report.platforms_omitted, 2);
+        }
+        assert_eq!(read[7].error_class, Some(ErrorClass::NotFound));
+        // One object reads as a batch of one.
+        let one = CopyOutcome::parse_batch(&outcomes[0].to_message()).expect("parses");
+        assert_eq!(one, vec![outcomes[0].clone()]);
+        assert!(CopyOutcome::parse_batch("Error: OOMKilled").is_none());
     }
 }

@@ -428,6 +428,11 @@ pub struct JobConfig {
     pub image: String,
     /// Service account of copy pods (give it the IRSA role that may push to ECR).
     pub service_account_name: String,
+    /// Copies one Job runs (1 to 10), so a pre-warm list of many images starts a Pod per
+    /// `batchSize` of them rather than per image. Mirrors due within a moment of each other
+    /// with the same source host, credentials, `sources.verify` keys and platforms share a
+    /// Job; 1: a Job per copy.
+    pub batch_size: u32,
     /// Pod retries within one copy Job.
     pub backoff_limit: i32,
     /// Longest a copy Job may run.
@@ -447,6 +452,7 @@ impl Default for JobConfig {
         Self {
             image: String::new(),
             service_account_name: "privateer-copy".into(),
+            batch_size: 8,
             backoff_limit: 2,
             active_deadline_seconds: 1800,
             ttl_seconds_after_finished: 3600,
@@ -486,6 +492,9 @@ impl Default for Resources {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ControllerConfig {
     pub leader_election: LeaderElection,
+    /// ImageMirrors reconciled at once (1 to 1024). The rest wait their turn in the queue, so
+    /// a pre-warm list of thousands holds only this many passes' connections and buffers.
+    pub concurrency: u32,
     /// How often tags are resolved upstream again when an ImageMirror does not say; 0: never.
     pub refresh_interval: Duration,
     pub retry: RetryConfig,
@@ -539,6 +548,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             leader_election: LeaderElection::default(),
+            concurrency: 32,
             refresh_interval: secs(6 * 3600),
             retry: RetryConfig::default(),
             backfill: true,

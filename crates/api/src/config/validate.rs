@@ -308,6 +308,12 @@ impl Config {
             );
         }
 
+        p.check(
+            (1..=1024).contains(&self.controller.concurrency),
+            "controller.concurrency",
+            format!("{} is outside 1 to 1024", self.controller.concurrency),
+        );
+
         // Copy.
         let c = &self.copy;
         p.check(
@@ -328,6 +334,12 @@ impl Config {
             );
         }
         let j = &c.job;
+        // Ten results share one 4096-byte termination message.
+        p.check(
+            (1..=10).contains(&j.batch_size),
+            "copy.job.batchSize",
+            format!("{} is outside 1 to 10", j.batch_size),
+        );
         p.check(
             j.backoff_limit >= 0,
             "copy.job.backoffLimit",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, PostParams};
-use privateer_api::{ImageMirror, Phase, names};
+use privateer_api::{ImageMirror, Phase};
 use privateer_e2e::TestEnv;
 use privateer_e2e::moto::{ACCOUNT, REGION};
 use serde_json::json;
@@ -159,13 +159,9 @@ pub fn ecr_prefix() -> String {
     format!("{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/")
 }
 
-/// The copy Jobs of `image`'s mirror.
+/// The copy Jobs of `image`'s mirror (those it has not left after a failure).
 pub async fn copy_jobs(env: &TestEnv, image: &str) -> Vec<Job> {
-    let label = format!(
-        "{}={}",
-        names::LABEL_IMAGE_MIRROR,
-        super::mirror_name(image)
-    );
+    let label = privateer_controller::copy_member_label(&super::mirror_name(image));
     Api::<Job>::namespaced(env.client(), NAMESPACE)
         .list(&ListParams::default().labels(&label))
         .await
