@@ -92,7 +92,10 @@ _target-dir:
 # Benchmarks on loopback (release build); the table also lands in target/bench/.
 # `just bench copy`: `privateer copy` vs `skopeo copy --all` vs a raw parallel stream.
 # `just bench webhook`: /mutate under oha at concurrency 1, 16, 64 and at 2,000 requests/s.
-bench what="copy" runs="5":
+# `just bench scale`: 1,000 ImageMirrors pre-warmed inline and through copy Jobs on the real
+# node, and a 500-replica Deployment burst (`-- --only inline|jobs|burst`, `--count N`,
+# `--replicas N`, `--concurrency N` after RUNS).
+bench what="copy" runs="" *args:
     #!/usr/bin/env bash
     set -euo pipefail
     bash tests/setup.sh
@@ -100,9 +103,12 @@ bench what="copy" runs="5":
     if [ "{{what}}" = webhook ] && ! command -v oha >/dev/null; then
         cargo install --locked oha --version 1.16.0 --root "{{cache}}"
     fi
+    # The copy Jobs on the node run privateer's image.
+    if [ "{{what}}" = scale ]; then just image >/dev/null; fi
     cargo build --release -q -p privateer -p privateer-e2e --bin privateer --bin privateer-bench
     release="$(just _target-dir)/release"
-    "$release/privateer-bench" {{what}} --runs {{runs}} --privateer "$release/privateer" --out target/bench/{{what}}.md
+    runs="{{runs}}"
+    "$release/privateer-bench" {{what}} ${runs:+--runs "$runs"} --privateer "$release/privateer" --out target/bench/{{what}}.md {{args}}
 
 # Fuzz TARGET (or `all`, one after another) for SECONDS each, or for RUNS executions when
 # given: reference, manifest, challenge, token, outcome, docker_config, admission. Seeds are

@@ -112,6 +112,29 @@ impl TestEnv {
         pids
     }
 
+    /// (what it is, PID) of every process this environment started (CPU and memory figures).
+    pub fn named_pids(&self) -> Vec<(String, u32)> {
+        let mut named: Vec<(String, u32)> = self
+            .processes
+            .iter()
+            .map(|p| (p.name().to_owned(), p.pid()))
+            .collect();
+        for (what, registry) in [
+            ("source registry", &self.source),
+            ("target registry", &self.target),
+            ("node images registry", &self.images),
+        ] {
+            named.extend(registry.iter().map(|r| (what.to_owned(), r.process.pid())));
+        }
+        named.extend(
+            self.moto
+                .iter()
+                .map(|m| ("moto".to_owned(), m.process.pid())),
+        );
+        named.extend(self.node.iter().flat_map(Node::named_pids));
+        named
+    }
+
     /// A `kubectl` command against this environment.
     pub fn kubectl(&self) -> std::process::Command {
         let mut command = std::process::Command::new(self.bin_dir.join("kubectl"));

@@ -458,6 +458,21 @@ impl Pusher {
         Ok(digest)
     }
 
+    /// Pushes `manifest` (of `media_type`) under `tag`: one request, for many tags of one image.
+    pub async fn push_manifest_as(
+        &self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        manifest: &Blob,
+        media_type: &str,
+    ) -> anyhow::Result<()> {
+        let reference = Self::reference(registry, repository, tag)?;
+        self.login(&reference, oci_client::RegistryOperation::Push)
+            .await?;
+        self.push_manifest(&reference, manifest, media_type).await
+    }
+
     /// Pushes the manifest found at `from` again under tag `to` (a forged tag, for tests).
     pub async fn retag(
         &self,

@@ -13,6 +13,7 @@ pub mod images;
 pub mod imds;
 pub mod moto;
 pub mod node;
+pub mod operator;
 pub mod pki;
 pub mod pod_identity;
 pub mod process;

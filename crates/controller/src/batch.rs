@@ -128,8 +128,7 @@ impl Batcher {
     }
 }
 
-/// Creates the Job of `requests` (named after its members and digests, so a retry of the same
-/// batch finds it).
+/// Creates the Job of `requests`.
 async fn create(ctx: &Context, requests: &[Request]) -> Result<String, Error> {
     let Some(first) = requests.first() else {
         return Err(Error::Batch("an empty batch".into()));
@@ -164,24 +163,34 @@ async fn create(ctx: &Context, requests: &[Request]) -> Result<String, Error> {
     }
 }
 
-/// `copy-<first mirror>-<hash of every member and digest>`, a DNS label.
+/// A DNS label: a copy for one mirror is named from it and the digest, as ever; a batch
+/// `copy-<first mirror>-and-<n>-<hash>`, the hash over every member, digest and the time. The
+/// time matters: members that left a failed batch may form the same batch again, and the old
+/// Job (kept `ttlSecondsAfterFinished`) must not answer for it. A mirror finds its Job by its
+/// label, never by the name.
 fn batch_name(requests: &[Request]) -> String {
-    let mut hasher = Sha256::new();
-    for r in requests {
-        hasher.update(r.mirror.name_any().as_bytes());
-        hasher.update(b"\n");
-        hasher.update(r.digest.as_bytes());
-        hasher.update(b"\n");
-    }
-    let hash = hasher.finalize();
     match requests {
         [one] => crate::plan::job_name(&one.mirror.name_any(), &one.digest),
         [first, ..] => {
-            let suffix: String = hash.iter().take(5).map(|b| format!("{b:02x}")).collect();
-            crate::plan::job_name(
-                &format!("{}-and-{}", first.mirror.name_any(), requests.len() - 1),
-                &suffix,
-            )
+            let mut hasher = Sha256::new();
+            for r in requests {
+                hasher.update(r.mirror.name_any().as_bytes());
+                hasher.update(b"\n");
+                hasher.update(r.digest.as_bytes());
+                hasher.update(b"\n");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            hasher.update(now.as_nanos().to_le_bytes());
+            let hash: String = hasher
+                .finalize()
+                .iter()
+                .take(5)
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let stem = format!("{}-and-{}", first.mirror.name_any(), requests.len() - 1);
+            crate::plan::job_name(&stem, &hash)
         }
         [] => "copy-empty".into(),
     }

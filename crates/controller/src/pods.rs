@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Resource, ResourceExt};
 use privateer_api::names;
 use privateer_api::pod::original_images;
@@ -26,8 +26,20 @@ pub async fn run_gate_releaser(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let controller = Controller::new(pods, watcher::Config::default().labels(names::LABEL_GATED));
-    let store = controller.store();
+    // Only what the decision and the release patch read is kept of each gated Pod: not its
+    // managedFields (the largest part) nor its status.
+    let (store, writer) = reflector::store();
+    let gated = reflector(
+        writer,
+        watcher(pods, watcher::Config::default().labels(names::LABEL_GATED))
+            .default_backoff()
+            .modify(|pod: &mut Pod| {
+                pod.metadata.managed_fields = None;
+                pod.status = None;
+            }),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(gated, store.clone());
     let _ = ctx.metrics.gated_pods.set(store.clone());
     // Woken by the index after it holds the change: the lookup below reads that change. After
     // a relist, every gated Pod once (not once per mirror).

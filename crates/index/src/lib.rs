@@ -66,8 +66,15 @@ impl MirrorIndex {
     pub fn start(client: kube::Client, stop: CancellationToken) -> Arc<Self> {
         let (index, mut writer) = Self::new();
         let api: Api<Entry> = Api::all(client);
+        // managedFields (a JSON tree per field manager, several per mirror) is what no reader
+        // uses and the largest part of an object held: dropped before it is stored.
         let mut events = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            .modify(|entry: &mut Entry| {
+                if let Ok(mirror) = &mut entry.0 {
+                    mirror.metadata.managed_fields = None;
+                }
+            })
             .boxed();
         tokio::spawn(async move {
             loop {

@@ -146,6 +146,14 @@ impl Node {
         self.processes.iter().map(Managed::pid).collect()
     }
 
+    /// (name, PID) of containerd, kubelet, kube-proxy, kube-scheduler.
+    pub fn named_pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .map(|p| (p.name().to_owned(), p.pid()))
+            .collect()
+    }
+
     /// Kills containerd and starts it again; returns once its socket is back.
     pub async fn restart_containerd(&mut self) -> anyhow::Result<()> {
         let socket = self.dir.join("containerd/containerd.sock");

@@ -1,4 +1,4 @@
-//! `privateer-bench webhook`: see `webhook.rs`.
+//! `privateer-bench webhook`: see `webhook.rs`; `privateer-bench scale`: see `scale/mod.rs`.
 //!
 //! `privateer-bench copy`: `privateer copy` against `skopeo copy --all` and a raw parallel
 //! stream of the same blobs (curl GET piped into curl PUT), between two `docker-registry`
@@ -16,30 +16,57 @@ use privateer_e2e::process::{Measured, run_measured};
 use privateer_e2e::registry::{Registry, oci_client};
 use privateer_e2e::tools;
 
+mod scale;
 mod webhook;
 
+#[derive(PartialEq, Eq)]
+enum What {
+    Copy,
+    Webhook,
+    Scale,
+}
+
 struct Args {
-    /// `webhook` instead of `copy`.
-    webhook: bool,
+    what: What,
     runs: usize,
     privateer: PathBuf,
     out: Option<PathBuf>,
+    /// scale: ImageMirrors pre-warmed at once.
+    count: usize,
+    /// scale: replicas of the burst's Deployment.
+    replicas: usize,
+    /// scale: `copy.concurrency` instead of the default.
+    concurrency: Option<u32>,
+    /// scale: only this part (inline, jobs, burst, size).
+    only: Option<String>,
+    /// scale: ImageMirrors and Pods of the memory-at-size part.
+    size_mirrors: usize,
+    size_pods: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = std::env::args().skip(1);
-    let webhook = match args.next().as_deref() {
-        Some("copy") => false,
-        Some("webhook") => true,
-        _ => {
-            bail!("usage: privateer-bench copy|webhook [--runs N] [--privateer PATH] [--out FILE]")
-        }
+    let what = match args.next().as_deref() {
+        Some("copy") => What::Copy,
+        Some("webhook") => What::Webhook,
+        Some("scale") => What::Scale,
+        _ => bail!(
+            "usage: privateer-bench copy|webhook|scale [--runs N] [--privateer PATH] [--out FILE] \
+             [--count N] [--replicas N] [--concurrency N] [--only inline|jobs|burst|size] \\
+             [--size-mirrors N] [--size-pods N]"
+        ),
     };
     let mut parsed = Args {
-        webhook,
-        runs: 5,
+        runs: if what == What::Scale { 3 } else { 5 },
+        what,
         privateer: tools::privateer_binary(),
         out: None,
+        count: 1000,
+        replicas: 500,
+        concurrency: None,
+        only: None,
+        size_mirrors: 10_000,
+        size_pods: 20_000,
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -49,6 +76,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--runs" => parsed.runs = value.parse().context("--runs")?,
             "--privateer" => parsed.privateer = value.into(),
             "--out" => parsed.out = Some(value.into()),
+            "--count" => parsed.count = value.parse().context("--count")?,
+            "--replicas" => parsed.replicas = value.parse().context("--replicas")?,
+            "--concurrency" => parsed.concurrency = Some(value.parse().context("--concurrency")?),
+            "--only" => parsed.only = Some(value),
+            "--size-mirrors" => parsed.size_mirrors = value.parse().context("--size-mirrors")?,
+            "--size-pods" => parsed.size_pods = value.parse().context("--size-pods")?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -193,11 +226,16 @@ struct Samples {
 
 fn median(samples: &[Duration]) -> f64 {
     let mut seconds: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
-    seconds.sort_by(f64::total_cmp);
-    match seconds.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => seconds[n / 2],
-        n => (seconds[n / 2 - 1] + seconds[n / 2]) / 2.0,
+    median_of(&mut seconds).unwrap_or(f64::NAN)
+}
+
+/// The median of `values` (sorted in place); `None` when empty.
+fn median_of(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[n / 2]),
+        n => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
@@ -289,8 +327,10 @@ fn report(subjects: &[Subject], all: &[Samples], runs: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    if args.webhook {
-        return webhook::main(&args);
+    match args.what {
+        What::Webhook => return webhook::main(&args),
+        What::Scale => return scale::main(&args),
+        What::Copy => {}
     }
     tools::require(&[tools::docker_registry()])?;
     for program in ["skopeo", "curl"] {
@@ -316,11 +356,16 @@ fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     let table = result?;
     print!("{table}");
+    write_out(&args, &table)
+}
+
+/// `table` into `--out`, when given.
+fn write_out(args: &Args, table: &str) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(out, &table)?;
+        std::fs::write(out, table)?;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use privateer_api::{ImageMirror, ImageMirrorSpec};
 use privateer_e2e::TestEnv;
 use privateer_e2e::https::{Connection, client_config};
 use privateer_e2e::pki::Ca;
-use privateer_e2e::process::{Managed, free_port};
+use privateer_e2e::process::{Managed, free_port, rss_kib};
 use serde_json::{Value, json};
 
 use crate::Args;
@@ -132,20 +132,6 @@ fn oha(
     })
 }
 
-/// (current RSS, peak RSS) in KiB from /proc.
-fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 pub fn main(args: &Args) -> anyhow::Result<()> {
     if Command::new("oha").arg("--version").output().is_err() {
         bail!("oha is missing: run `just bench webhook` (it installs oha into the cache)");
@@ -252,11 +238,5 @@ metrics: {{listen: \"{metrics}\"}}
         peak / 1024
     );
     print!("{out}");
-    if let Some(path) = &args.out {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(path, &out)?;
-    }
-    Ok(())
+    crate::write_out(args, &out)
 }
