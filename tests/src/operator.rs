@@ -190,6 +190,20 @@ pub async fn register(client: &kube::Client, url: &str, ca_pem: &str) -> anyhow:
     Ok(())
 }
 
+/// A CA, a free port of 127.0.0.1 and the `webhook:` configuration serving TLS there with a
+/// certificate of that CA.
+pub fn serving_tls(env: &TestEnv, name: &str) -> anyhow::Result<(Ca, u16, String)> {
+    let ca = Ca::new("privateer-webhook-ca")?;
+    let cert = ca.serving_cert(&env.dir, name, &[])?;
+    let port = free_port()?;
+    let tls = format!(
+        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\"}}",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    Ok((ca, port, tls))
+}
+
 /// `binary <subcommand>` (`run` or `webhook`) with `extra` configuration serving the webhook
 /// over TLS on a free port of 127.0.0.1, ready and registered with the API server; returns the
 /// process and its metrics address.
@@ -200,14 +214,7 @@ pub async fn start_registered(
     subcommand: &str,
     extra: &str,
 ) -> anyhow::Result<(Managed, String)> {
-    let ca = Ca::new("privateer-webhook-ca")?;
-    let cert = ca.serving_cert(&env.dir, name, &[])?;
-    let port = free_port()?;
-    let tls = format!(
-        "webhook: {{listen: \"127.0.0.1:{port}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\"}}",
-        cert.cert.display(),
-        cert.key.display()
-    );
+    let (ca, port, tls) = serving_tls(env, name)?;
     let (process, metrics) = start(
         env,
         binary,

@@ -140,8 +140,8 @@ fn finished(job: &Job) -> Option<bool> {
     }
 }
 
-/// The mirror names of a Job's copies, in order (a Job without the annotation copies for one).
-fn copies(job: &Job) -> Vec<String> {
+/// The mirror names of a Job's copies, in order (empty without the annotation).
+pub fn copies(job: &Job) -> Vec<String> {
     job.annotations()
         .get(names::ANNOTATION_COPIES)
         .and_then(|a| serde_json::from_str(a).ok())

@@ -46,7 +46,10 @@ use privateer_index::{Changed, MirrorIndex};
 use privateer_registry::{CopyOptions, Credentials, Limits, Redirects, Timeouts, TlsOptions};
 use tokio_util::sync::CancellationToken;
 
-pub use copy_jobs::{member_label as copy_member_label, member_value as copy_member_value};
+pub use copy_jobs::{
+    copies as copy_job_members, member_label as copy_member_label,
+    member_value as copy_member_value,
+};
 pub use gate::{GateAction, decide as decide_gate, release_patch};
 pub use job::{BINARY, JobInputs, Member as JobMember, copy_job};
 pub use plan::{InvalidSpec, Plan, backoff, job_name, plan};

@@ -88,14 +88,7 @@ async fn mirrors_declared_together_share_copy_jobs_and_one_failure_spares_the_re
         .items;
     let mut jobs_of: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for job in &jobs {
-        let copies: Vec<String> = job
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(names::ANNOTATION_COPIES))
-            .and_then(|a| serde_json::from_str(a).ok())
-            .unwrap_or_default();
-        for mirror in copies {
+        for mirror in privateer_controller::copy_job_members(job) {
             jobs_of
                 .entry(mirror)
                 .or_default()

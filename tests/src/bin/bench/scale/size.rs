@@ -162,14 +162,8 @@ pub async fn run(env: &TestEnv, args: &Args, mirrors: usize, pods: usize) -> any
     webhook.stop();
     // One process holding both on the full cluster: its peak is the first lists. Its webhook
     // serves TLS but is not registered (the one above was).
-    let ca = privateer_e2e::pki::Ca::new("size-run-ca")?;
-    let cert = ca.serving_cert(&env.dir, "size-run", &[])?;
-    let tls = format!(
-        "webhook: {{listen: \"127.0.0.1:{}\", tlsCertFile: \"{}\", tlsKeyFile: \"{}\"}}\n---\n{config}",
-        privateer_e2e::process::free_port()?,
-        cert.cert.display(),
-        cert.key.display()
-    );
+    let (_, _, tls) = operator::serving_tls(env, "size-run")?;
+    let tls = format!("{tls}\n---\n{config}");
     let (mut run, metrics) = operator::start(env, &args.privateer, "size-run", "run", &tls)?;
     operator::wait_ready(&metrics, &run).await?;
     tokio::time::sleep(Duration::from_secs(30)).await;
