@@ -60,6 +60,9 @@ pub enum Fault {
     ForeignLookalikeLayer,
     /// The first `first` requests answer 429 with this `Retry-After`, then all is well.
     TooManyRequests { first: usize, retry_after: String },
+    /// The first `first` blob GETs answer 429 with this `Retry-After` (a resolve, a HEAD,
+    /// passes; the copy that pulls is throttled), then all is well.
+    TooManyRequestsOnBlobs { first: usize, retry_after: String },
     /// Answer 500 with this body to everything.
     ErrorBody(String),
 }
@@ -160,7 +163,12 @@ fn manifest(fault: &Fault, config: &Bytes, layer: &Bytes) -> Bytes {
 
 impl HostileRegistry {
     pub fn start(fault: Fault) -> anyhow::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST, fault)
+    }
+
+    /// Listening on `address` (the node's, for copy Jobs to reach it).
+    pub fn start_at(address: std::net::Ipv4Addr, fault: Fault) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind((address, 0))?;
         listener.set_nonblocking(true)?;
         let addr: SocketAddr = listener.local_addr()?;
         let host = addr.to_string();
@@ -315,24 +323,29 @@ async fn answer(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let count = {
+    let is_blob_get = method == "GET" && path.contains("/blobs/");
+    let (count, blob_gets) = {
         let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
         seen.push(Seen {
             method: method.clone(),
             path: path.clone(),
             authorization: authorization.clone(),
         });
-        seen.len()
+        let blob_gets = seen
+            .iter()
+            .filter(|s| s.method == "GET" && s.path.contains("/blobs/"))
+            .count();
+        (seen.len(), blob_gets)
     };
     let fault = &content.fault;
     match fault {
         Fault::TooManyRequests { first, retry_after } if count <= *first => {
-            let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}"#;
-            return respond(
-                StatusCode::TOO_MANY_REQUESTS,
-                &[("retry-after", retry_after.clone())],
-                full(body),
-            );
+            return too_many_requests(retry_after);
+        }
+        Fault::TooManyRequestsOnBlobs { first, retry_after }
+            if is_blob_get && blob_gets <= *first =>
+        {
+            return too_many_requests(retry_after);
         }
         Fault::NeverAnswer => futures::future::pending::<()>().await,
         Fault::ErrorBody(body) => {
@@ -395,6 +408,15 @@ async fn answer(
         );
     }
     respond(StatusCode::NOT_FOUND, &[], full(""))
+}
+
+fn too_many_requests(retry_after: &str) -> Response<Body> {
+    let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"rate limited"}]}"#;
+    respond(
+        StatusCode::TOO_MANY_REQUESTS,
+        &[("retry-after", retry_after.to_owned())],
+        full(body),
+    )
 }
 
 fn manifest_answer(content: &Content, method: &str, reference: &str) -> Response<Body> {

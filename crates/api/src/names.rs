@@ -61,3 +61,17 @@ pub mod reason {
     /// `sources.rateLimits`: waiting for the source host's budget (or its `Retry-After`).
     pub const RATE_LIMITED: &str = "RateLimited";
 }
+
+/// Exit statuses of `privateer copy` and `privateer target`, which the copy Job's
+/// `podFailurePolicy` reads: only a transient failure is worth another Pod of the same Job.
+pub mod exit {
+    /// Input privateer refuses (bad reference, bad configuration, bad usage).
+    pub const INVALID: u8 = 2;
+    /// Not found, denied, digest mismatch, a signature that does not verify.
+    pub const PERMANENT: u8 = 3;
+    /// Network trouble, 5xx after retries: another try may succeed.
+    pub const TRANSIENT: u8 = 4;
+    /// The source asked to wait (429 or 503 with `Retry-After`) longer than a copy waits:
+    /// the controller pauses that host for every mirror instead.
+    pub const THROTTLED: u8 = 5;
+}

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EnvVar, KeyToPath, PodSecurityContext, PodSpec, PodTemplateSpec,
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
@@ -20,8 +23,41 @@ use crate::plan::Plan;
 
 /// Where the privateer binary lives in its image.
 pub const BINARY: &str = "/usr/local/bin/privateer";
+/// The copy Job's one container.
+const CONTAINER: &str = "copy";
 const SOURCE_AUTH_DIR: &str = "/var/run/privateer/source-auth";
 const TARGET_AUTH_DIR: &str = "/var/run/privateer/target-auth";
+
+/// Which failed copy Pods the Job tries again (`backoffLimit`): only a transient failure. A
+/// permanent one fails again the same way, and a throttled source must not be asked again
+/// before its `Retry-After` (the controller pauses the host for every mirror, then retries);
+/// both end the Job at once, with every copy's result in the termination message. A Pod
+/// evicted or preempted does not count against the limit.
+fn pod_failure_policy() -> PodFailurePolicy {
+    use privateer_api::names::exit;
+    let final_codes = [exit::INVALID, exit::PERMANENT, exit::THROTTLED];
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: final_codes.iter().map(|c| i32::from(*c)).collect(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+            },
+        ],
+    }
+}
 
 /// What the Job needs besides the plan.
 pub struct JobInputs<'a> {
@@ -187,7 +223,7 @@ pub fn copy_job(members: &[Member], config: &Config, inputs: &JobInputs) -> Job 
             .collect(),
     };
     let container = Container {
-        name: "copy".into(),
+        name: CONTAINER.into(),
         image: Some(inputs.image.to_owned()),
         command: Some(vec![BINARY.to_owned()]),
         args: Some(args),
@@ -225,6 +261,7 @@ pub fn copy_job(members: &[Member], config: &Config, inputs: &JobInputs) -> Job 
         },
         spec: Some(JobSpec {
             backoff_limit: Some(job.backoff_limit),
+            pod_failure_policy: Some(pod_failure_policy()),
             active_deadline_seconds: Some(job.active_deadline_seconds),
             ttl_seconds_after_finished: Some(job.ttl_seconds_after_finished),
             template: PodTemplateSpec {
@@ -275,7 +312,7 @@ mod tests {
     use privateer_image::Reference;
 
     #[test]
-    fn verify_keys_and_referrers_reach_the_copy_arguments() {
+    fn verify_keys_referrers_and_the_failure_policy_reach_the_job() {
         let mirror = ImageMirror::new("app", ImageMirrorSpec::for_source("ghcr.io/org/app:1"));
         let plan = Plan {
             source: Reference::parse("ghcr.io/org/app:1").expect("reference"),
@@ -298,6 +335,16 @@ mod tests {
             digest: "sha256:1",
         };
         let job = copy_job(&[member], &config, &inputs);
+        // Only a transient failure (exit 4) gets another Pod of the Job.
+        let policy = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_failure_policy.clone())
+            .expect("a podFailurePolicy");
+        let ends_the_job = policy.rules[0].on_exit_codes.clone().expect("exit codes");
+        assert_eq!(policy.rules[0].action, "FailJob");
+        assert_eq!(ends_the_job.container_name.as_deref(), Some("copy"));
+        assert_eq!(ends_the_job.values, vec![2, 3, 5]);
         let args = job
             .spec
             .and_then(|s| s.template.spec)

@@ -20,7 +20,8 @@ use crate::copy_progress::{self, CopyFailure};
 ///
 /// Each copied target, pinned by digest, is a line on stdout. Exit status: 0 copied or up to
 /// date, 2 bad usage, 3 permanent failure (not found, denied, digest mismatch), 4 transient
-/// failure (network, 5xx after retries); of several pairs, the worst.
+/// failure (network, 5xx after retries), 5 throttled (the source asked, with `Retry-After`,
+/// to wait longer than a copy waits); of several pairs, the worst (3, then 5, then 4).
 #[derive(clap::Args)]
 pub struct CopyArgs {
     /// The image to copy (`nginx:1.27`, `ghcr.io/org/app@sha256:…`).
@@ -126,14 +127,9 @@ pub fn run(args: CopyArgs) -> anyhow::Result<String> {
                 if several {
                     eprintln!("privateer: {error:#}");
                 }
-                // A permanent failure outranks a transient one (the Job must not retry it).
-                let permanent = |e: &anyhow::Error| {
-                    e.downcast_ref::<CopyFailure>()
-                        .is_none_or(|f| !f.0.is_transient())
-                };
                 if worst
                     .as_ref()
-                    .is_none_or(|w| !permanent(w) && permanent(&error))
+                    .is_none_or(|w| severity(&error) > severity(w))
                 {
                     worst = Some(error);
                 }
@@ -143,6 +139,21 @@ pub fn run(args: CopyArgs) -> anyhow::Result<String> {
     match worst {
         Some(error) => Err(error),
         None => Ok(targets),
+    }
+}
+
+/// Of several pairs' failures, the one whose exit status the run takes: a permanent failure
+/// (the Job must not try again), then a throttled one (the controller pauses the host), then
+/// a transient one (another Pod of the Job may succeed).
+fn severity(error: &anyhow::Error) -> u8 {
+    use privateer_api::names::exit;
+    match error.downcast_ref::<CopyFailure>() {
+        Some(failure) => match copy_progress::exit_status(&failure.0) {
+            exit::TRANSIENT => 1,
+            exit::THROTTLED => 2,
+            _ => 3,
+        },
+        None => 3,
     }
 }
 

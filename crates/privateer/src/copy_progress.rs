@@ -17,6 +17,18 @@ use privateer_registry::{
 #[error("{0}")]
 pub struct CopyFailure(pub CopyError);
 
+/// The exit status of a copy that failed with `error` (`privateer_api::names::exit`).
+pub fn exit_status(error: &CopyError) -> u8 {
+    use privateer_api::names::exit;
+    if error.class == privateer_registry::ErrorClass::Throttled {
+        exit::THROTTLED
+    } else if error.is_transient() {
+        exit::TRANSIENT
+    } else {
+        exit::PERMANENT
+    }
+}
+
 pub fn renderer(json: bool) -> Arc<dyn Progress> {
     if json {
         Arc::new(JsonLines)

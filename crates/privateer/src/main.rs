@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use privateer_api::names::exit;
 
 /// privateer keeps a Kubernetes cluster's container images in a private registry.
 #[derive(Parser)]
@@ -63,9 +64,6 @@ enum ConfigCommand {
     },
 }
 
-/// Exit status for input privateer refuses (bad reference, bad configuration).
-const EXIT_INVALID: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -98,20 +96,23 @@ fn main() -> ExitCode {
         }
         Err(error) => {
             eprintln!("privateer: {error:#}");
-            let transient = match (
-                error.downcast_ref::<target_cmd::RegistryFailure>(),
-                error.downcast_ref::<copy_progress::CopyFailure>(),
-            ) {
-                (Some(failure), _) => Some(failure.0.is_transient()),
-                (_, Some(failure)) => Some(failure.0.is_transient()),
-                (None, None) => None,
-            };
-            match transient {
-                Some(true) => ExitCode::from(target_cmd::EXIT_TRANSIENT),
-                Some(false) => ExitCode::from(target_cmd::EXIT_PERMANENT),
-                None => ExitCode::from(EXIT_INVALID),
-            }
+            ExitCode::from(exit_status(&error))
         }
+    }
+}
+
+/// The exit status of a failed command (`privateer_api::names::exit`).
+fn exit_status(error: &anyhow::Error) -> u8 {
+    if let Some(failure) = error.downcast_ref::<target_cmd::RegistryFailure>() {
+        return if failure.0.is_transient() {
+            exit::TRANSIENT
+        } else {
+            exit::PERMANENT
+        };
+    }
+    match error.downcast_ref::<copy_progress::CopyFailure>() {
+        Some(failure) => copy_progress::exit_status(&failure.0),
+        None => exit::INVALID,
     }
 }
 

@@ -38,10 +38,6 @@ pub struct TargetArgs {
     authfile: Option<PathBuf>,
 }
 
-/// Exit statuses shared with `privateer copy`: permanent and transient failures.
-pub const EXIT_PERMANENT: u8 = 3;
-pub const EXIT_TRANSIENT: u8 = 4;
-
 /// A failure of the registry rather than of the input.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -1,6 +1,8 @@
 //! `sources.rateLimits` through `privateer run` and copy Jobs on the real node: a pre-warm list
 //! against a host with a budget drains at the budget's rate; the mirrors waiting for it are
-//! Pending with reason `RateLimited` and the time they start, and are counted per host.
+//! Pending with reason `RateLimited` and the time they start, and are counted per host. A copy
+//! Job whose source answers 429 with a long `Retry-After` ends at once, and the controller
+//! pauses that host for every mirror until then.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -9,6 +11,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use privateer_api::names::{condition, reason};
 use privateer_api::{ImageMirror, ImageMirrorSpec, Phase};
+use privateer_e2e::hostile::{Fault, HostileRegistry};
+use privateer_e2e::node::NODE_IP;
 
 mod common;
 use common::installed::eventually;
@@ -138,5 +142,123 @@ async fn a_prewarm_list_drains_at_the_source_budget_and_waiting_mirrors_say_when
         text.lines()
             .any(|l| l == "privateer_rate_limited_mirrors{host=\"docker.io\"} 0"),
         "{text}"
+    );
+}
+
+/// Longer than a copy waits for a `Retry-After` (30 s), so the copy Job gives up at once.
+const RETRY_AFTER: u64 = 40;
+
+/// The mirror's `Ready` condition reason and `nextRetryTime`.
+async fn waiting(mirrors: &Api<ImageMirror>, name: &str) -> Result<Timestamp, String> {
+    let mirror = mirrors.get(name).await.map_err(|e| e.to_string())?;
+    let status = mirror.status.clone().unwrap_or_default();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY);
+    match (ready, &status.next_retry_time) {
+        (Some(c), Some(at)) if c.reason == reason::RATE_LIMITED => {
+            assert_eq!(mirror.phase(), Phase::Pending, "{status:?}");
+            Ok(at.0)
+        }
+        _ => Err(format!("{:?} {ready:?}", mirror.phase())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after() {
+    let Some(env) = prepared("Retry-After through a copy Job").await else {
+        return;
+    };
+    // docker.io answers its first blob GET with 429 and a Retry-After; resolves pass.
+    let source = HostileRegistry::start_at(
+        NODE_IP,
+        Fault::TooManyRequestsOnBlobs {
+            first: 1,
+            retry_after: RETRY_AFTER.to_string(),
+        },
+    )
+    .unwrap();
+    let config = format!(
+        "sources:\n  endpoints:\n    docker.io: {{url: \"http://{}\"}}\n  rateLimits: {{docker.io: 600/1m}}\n",
+        source.host
+    );
+    let (_privateer, metrics) = start_registered_with_metrics(&env, "retry-after", &config).await;
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    let declare = async |image: &str| {
+        let mirror = ImageMirror::new(&mirror_name(image), ImageMirrorSpec::for_source(image));
+        mirrors
+            .create(&PostParams::default(), &mirror)
+            .await
+            .unwrap();
+    };
+    let tagged = "hostile/image:1.0";
+    declare(tagged).await;
+    // The Job's one Pod is throttled; the controller reads its Retry-After and the mirror waits.
+    let resumes = eventually(
+        90,
+        "the mirror waits for docker.io's Retry-After",
+        async || waiting(&mirrors, &mirror_name(tagged)).await,
+    )
+    .await;
+    let asked = source.seen().len();
+    let left = resumes.as_second() - Timestamp::now().as_second();
+    assert!(
+        left >= RETRY_AFTER as i64 - 25,
+        "the wait is the host's Retry-After: {left}s left"
+    );
+
+    // Declared during the pause: it waits too, without asking the host.
+    let pinned = format!("hostile/image@{}", source.digest);
+    declare(&pinned).await;
+    let also = eventually(20, "the second mirror waits too", async || {
+        waiting(&mirrors, &mirror_name(&pinned)).await
+    })
+    .await;
+    assert!(
+        also.as_second() >= resumes.as_second() - 1,
+        "{also} {resumes}"
+    );
+    let (_, text) = http_get(&metrics, "/metrics");
+    assert!(
+        text.lines()
+            .any(|l| l == "privateer_source_throttled_total{host=\"docker.io\"} 1"),
+        "{text}"
+    );
+    // Until shortly before the pause ends, nobody asks: no second Pod of the Job, no resolve.
+    let quiet_until = resumes.as_second() - 3;
+    while Timestamp::now().as_second() < quiet_until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during = source.seen();
+    assert_eq!(
+        during.len(),
+        asked,
+        "asked during the pause: {:?}",
+        &during[asked..]
+    );
+
+    // Then both copy, and the host was throttled once.
+    eventually(RETRY_AFTER + 90, "both Ready after the pause", async || {
+        for image in [tagged, pinned.as_str()] {
+            let mirror = mirrors
+                .get(&mirror_name(image))
+                .await
+                .map_err(|e| e.to_string())?;
+            if mirror.phase() != Phase::Ready {
+                return Err(format!("{image}: {:?}", mirror.status));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    let blob_gets = source
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.contains("/blobs/"))
+        .count();
+    assert!(
+        blob_gets >= 2,
+        "the throttled GET and the copy's: {blob_gets}"
     );
 }
