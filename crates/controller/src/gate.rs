@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::jiff::Timestamp;
 use privateer_api::pod::original_images;
 use privateer_api::{ImageMirror, Phase, names};
@@ -25,6 +25,42 @@ pub enum GateAction {
         images: BTreeMap<String, String>,
         reason: String,
     },
+}
+
+/// Reduce a gated Pod to what the gate releaser reads, before it is stored: identity and
+/// creation time, the original-images annotation, the scheduling gates, and each container's
+/// and init container's name and image. Whatever else a Pod carries (environment, volumes,
+/// probes, resources, other annotations, status, managedFields) stays with the API server;
+/// 20,000 gated Pods held whole were most of the controller's memory.
+pub fn keep_what_the_gate_reads(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    meta.labels = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|key, _| key == names::ANNOTATION_ORIGINAL_IMAGES);
+    }
+    pod.status = None;
+    let Some(spec) = &mut pod.spec else {
+        return;
+    };
+    let slim = |containers: &mut Vec<Container>| {
+        containers
+            .iter_mut()
+            .map(|c| Container {
+                name: std::mem::take(&mut c.name),
+                image: c.image.take(),
+                ..Container::default()
+            })
+            .collect::<Vec<_>>()
+    };
+    *spec = PodSpec {
+        containers: slim(&mut spec.containers),
+        init_containers: spec.init_containers.as_mut().map(slim),
+        scheduling_gates: spec.scheduling_gates.take(),
+        ..PodSpec::default()
+    };
 }
 
 /// Does `pod` still carry privateer's scheduling gate?
@@ -271,5 +307,54 @@ mod tests {
             Duration::from_secs(600),
         );
         assert_eq!(early, GateAction::Wait(Duration::from_secs(30)));
+    }
+    #[test]
+    fn a_trimmed_pod_decides_and_patches_as_the_whole_one() {
+        // The Pod as the API server serves it: defaulted spec, status, other annotations.
+        let mut whole: serde_json::Value = serde_json::to_value(pod(10)).expect("pod");
+        whole["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
+            json!("x".repeat(4096));
+        whole["metadata"]["ownerReferences"] =
+            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "u"}]);
+        whole["metadata"]["managedFields"] =
+            json!([{"manager": "kube-controller-manager", "operation": "Update"}]);
+        whole["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "b"}]);
+        whole["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "kube-api-access", "mountPath": "/var/run/secrets"}]);
+        whole["spec"]["volumes"] = json!([{"name": "kube-api-access", "emptyDir": {}}]);
+        whole["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/not-ready"}]);
+        whole["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        let whole: Pod = serde_json::from_value(whole).expect("whole pod");
+        let mut trimmed = whole.clone();
+        keep_what_the_gate_reads(&mut trimmed);
+
+        let size = |p: &Pod| serde_json::to_vec(p).expect("json").len();
+        assert!(size(&trimmed) * 4 < size(&whole), "{trimmed:?}");
+        assert!(is_gated(&trimmed));
+        assert_eq!(
+            trimmed.metadata.creation_timestamp,
+            whole.metadata.creation_timestamp
+        );
+        assert_eq!(original_images(&trimmed), original_images(&whole));
+        let timeout = Duration::from_secs(600);
+        let now = Timestamp::now();
+        for (nginx, busybox) in [
+            (Phase::Ready, Phase::Ready),
+            (Phase::Ready, Phase::Mirroring),
+            (Phase::Failed, Phase::Ready),
+        ] {
+            let state = mirrors(
+                mirror("nginx:1.27", nginx, NGINX),
+                mirror("busybox:1.36", busybox, BUSYBOX),
+            );
+            let decided = decide(&whole, &state, now, timeout);
+            assert_eq!(decide(&trimmed, &state, now, timeout), decided);
+            if let GateAction::Release(images) | GateAction::Restore { images, .. } = &decided {
+                assert_eq!(
+                    release_patch(&trimmed, images),
+                    release_patch(&whole, images)
+                );
+            }
+        }
     }
 }

@@ -99,6 +99,10 @@ pub struct Context {
     pub copy_slots: tokio::sync::Semaphore,
     /// `controller.targetCheck.perMinute`, shared by every mirror.
     pub target_checks: target_check::Budget,
+    /// `controller.targetCheck.beforeRelease`: recent looks, shared by the Pods released.
+    pub release_looks: target_check::ReleaseLooks,
+    /// Mirrors found gone from the target before a release, for the reconciler to copy.
+    pub recopy: target_check::Recopy,
     /// `sources.rateLimits`, shared by every mirror pass.
     pub source_budgets: Arc<rate_limit::SourceBudgets>,
     /// Mirrors needing a copy Job at the same time share one (`copy.job.batchSize`).
@@ -152,6 +156,8 @@ impl Context {
                 usize::try_from(config_concurrency).unwrap_or(1).max(1),
             ),
             target_checks,
+            release_looks: target_check::ReleaseLooks::default(),
+            recopy: target_check::Recopy::default(),
             source_budgets,
             batcher: batch::Batcher::default(),
             jobs: std::sync::RwLock::new(None),
@@ -287,7 +293,7 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     ));
     let index = ctx.index.clone();
     // Subscribed before the snapshot, so nothing falls between them.
-    let changes = index.changes();
+    let changes = futures::stream::select(index.changes(), ctx.recopy.woken().map(Changed::Mirror));
     let triggers = futures::stream::iter(index.all())
         .chain(changes.flat_map(move |changed| {
             let entries = match changed {

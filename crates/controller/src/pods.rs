@@ -17,7 +17,9 @@ use privateer_api::names;
 use privateer_api::pod::original_images;
 use privateer_index::Changed;
 
-use crate::gate::{GateAction, decide, is_gated, needed_mirrors, release_patch};
+use crate::gate::{
+    GateAction, decide, is_gated, keep_what_the_gate_reads, needed_mirrors, release_patch,
+};
 use crate::{Context, Error};
 
 /// Watch gated Pods (by label) and the ImageMirrors they wait for.
@@ -26,17 +28,13 @@ pub async fn run_gate_releaser(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let pods: Api<Pod> = Api::all(ctx.client.clone());
-    // Only what the decision and the release patch read is kept of each gated Pod: not its
-    // managedFields (the largest part) nor its status.
+    // Only what the decision and the release patch read is kept of each gated Pod.
     let (store, writer) = reflector::store();
     let gated = reflector(
         writer,
         watcher(pods, watcher::Config::default().labels(names::LABEL_GATED))
             .default_backoff()
-            .modify(|pod: &mut Pod| {
-                pod.metadata.managed_fields = None;
-                pod.status = None;
-            }),
+            .modify(keep_what_the_gate_reads),
     )
     .applied_objects();
     let controller = Controller::for_stream(gated, store.clone());
@@ -90,13 +88,20 @@ async fn reconcile_gated_pod(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action,
     tracing::debug!(pod = %pod.name_any(), ?decision, "gate releaser");
     let (images, kind, reason, note, action) = match decision {
         GateAction::Wait(wait) => return Ok(Action::requeue(wait)),
-        GateAction::Release(images) => (
-            images,
-            EventType::Normal,
-            "Released",
-            "every image is mirrored; privateer removed its scheduling gate".to_owned(),
-            "ReleaseGate",
-        ),
+        GateAction::Release(images) => {
+            // Never released to an image the target lost since its mirror was Ready.
+            let ready = mirrors.values().flatten();
+            if let Some(wait) = crate::target_check::hold_release(&ctx, ready).await {
+                return Ok(Action::requeue(wait));
+            }
+            (
+                images,
+                EventType::Normal,
+                "Released",
+                "every image is mirrored; privateer removed its scheduling gate".to_owned(),
+                "ReleaseGate",
+            )
+        }
         GateAction::Restore { images, reason } => (
             images,
             EventType::Warning,

@@ -40,13 +40,20 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
     };
     let refresh = ctx.refresh_interval(&mirror);
     let target_check = ctx.target_check_interval();
-    match stage(
+    let staged = stage(
         &mirror,
         ctx.config.copy.executor,
         refresh,
         target_check,
         SystemTime::now(),
-    ) {
+    );
+    // Found gone from the target before a gate release: copied again whatever the stage said.
+    let recopy = ctx.recopy.take(&mirror.name_any());
+    let staged = match staged {
+        Stage::Wait(_) | Stage::AwaitChange | Stage::CheckTarget if recopy => Stage::Run,
+        staged => staged,
+    };
+    match staged {
         Stage::Wait(wait) => Ok(Action::requeue(wait)),
         Stage::AwaitChange => Ok(Action::await_change()),
         Stage::WatchJob { digest } => {

@@ -2,7 +2,8 @@
 //! the Pods that use a mirror (`status.usage`, the `PODS` column, `privateer_mirrors_unused`),
 //! and with `controller.retention.unusedFor` deletes the mirrors privateer recorded once no Pod
 //! has used them for that long, keeping those declared by hand unless labelled for retention;
-//! `controller.targetCheck` notices an image deleted from the target and copies it again.
+//! `controller.targetCheck` notices an image deleted from the target and copies it again, also
+//! before a gated Pod is released to it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use k8s_openapi::api::core::v1::{Event, Pod};
@@ -20,6 +21,37 @@ fn metric(metrics: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+/// What a lifecycle rule or a person does: the manifest `digest` of the mirror of
+/// `docker.io/<repository>` is deleted from the target registry.
+fn delete_from_target(env: &privateer_e2e::TestEnv, repository: &str, digest: &str) {
+    let target = env.target.as_ref().unwrap();
+    let mut delete = std::process::Command::new("curl");
+    delete.args(["-sf", "-X", "DELETE"]);
+    if let Some((user, password)) = &target.credentials {
+        delete.args(["-u", &format!("{user}:{password}")]);
+    }
+    let url = format!(
+        "http://{}/v2/mirror/docker.io/{repository}/manifests/{digest}",
+        target.host
+    );
+    let deleted = delete.arg(&url).status().unwrap();
+    assert!(deleted.success(), "DELETE {url}");
+}
+
+/// The TargetMissing Events about the mirror `name`.
+async fn target_missing_events(env: &privateer_e2e::TestEnv, name: &str) -> usize {
+    let events: Api<Event> = Api::all(env.client());
+    let missing = events
+        .list(&ListParams::default().fields("reason=TargetMissing"))
+        .await
+        .unwrap();
+    missing
+        .items
+        .iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .count()
 }
 
 /// Until the mirror `name` says `pods` Pods use it, with the time of the last change.
@@ -183,18 +215,7 @@ async fn an_image_deleted_from_the_target_is_noticed_and_copied_again() {
     .await;
 
     // A lifecycle rule, a person: the image goes from the target.
-    let target = env.target.as_ref().unwrap();
-    let mut delete = std::process::Command::new("curl");
-    delete.args(["-sf", "-X", "DELETE"]);
-    if let Some((user, password)) = &target.credentials {
-        delete.args(["-u", &format!("{user}:{password}")]);
-    }
-    let url = format!(
-        "http://{}/v2/mirror/docker.io/library/stale/manifests/{digest}",
-        target.host
-    );
-    let deleted = delete.arg(&url).status().unwrap();
-    assert!(deleted.success(), "DELETE {url}");
+    delete_from_target(&env, "library/stale", &digest);
 
     eventually(60, "copied again", async || {
         let mirror = mirrors.get(&name).await.map_err(|e| e.to_string())?;
@@ -210,16 +231,8 @@ async fn an_image_deleted_from_the_target_is_noticed_and_copied_again() {
         .await
         .unwrap();
     wait_pod_phase(&pods, "fresh", "Running").await.unwrap();
-    let events: Api<Event> = Api::all(env.client());
-    let missing = events
-        .list(&ListParams::default().fields("reason=TargetMissing"))
-        .await
-        .unwrap();
     assert!(
-        missing
-            .items
-            .iter()
-            .any(|e| e.involved_object.name.as_deref() == Some(name.as_str())),
+        target_missing_events(&env, &name).await >= 1,
         "a TargetMissing Event"
     );
     let checks = |result: &str| {
@@ -231,4 +244,86 @@ async fn an_image_deleted_from_the_target_is_noticed_and_copied_again() {
     // At least once: a reconcile woken by the deleted Job may still see the Ready status.
     assert!(checks("missing") >= 1.0);
     assert!(checks("present") >= 1.0);
+}
+
+/// A gated Pod waits for a new image while another of its images, mirrored long ago, is deleted
+/// from the target. The periodic check is off: only the look before the release notices the
+/// loss, has the image copied again, and releases the Pod once the target holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_pod_is_not_released_to_an_image_the_target_lost() {
+    let Some(env) = prepared("a look at the target before a gate release").await else {
+        return;
+    };
+    let lost = env
+        .push_runnable("library/lost", "1", &["sleep", "3600"])
+        .await
+        .unwrap();
+    env.push_runnable("library/newer", "1", &["sleep", "3600"])
+        .await
+        .unwrap();
+    let (_privateer, metrics) = start_registered_with_metrics(
+        &env,
+        "before-release",
+        "controller: {targetCheck: {interval: 0s, beforeRelease: 1s}}\nwebhook: {gateTimeout: 120s}",
+    )
+    .await;
+    let mirrors: Api<ImageMirror> = Api::all(env.client());
+    let name = mirror_name("lost:1");
+    mirrors
+        .create(
+            &PostParams::default(),
+            &ImageMirror::new(&name, ImageMirrorSpec::for_source("lost:1")),
+        )
+        .await
+        .unwrap();
+    let ready = mirror_ready(&env, "lost:1", 60).await;
+    let copied_at = ready.status.unwrap().last_sync_time.unwrap();
+    delete_from_target(&env, "library/lost", &lost);
+    // Older than beforeRelease by the time the Pod could be released.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let pods: Api<Pod> = Api::namespaced(env.client(), "apps");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "both", "namespace": "apps"},
+        "spec": {"containers": [
+            {"name": "app", "image": "lost:1"},
+            {"name": "side", "image": "newer:1"},
+        ]}
+    }))
+    .unwrap();
+    let admitted = pods.create(&PostParams::default(), &pod).await.unwrap();
+    assert!(
+        !ungated(&admitted),
+        "newer:1 is not mirrored yet: the Pod waits"
+    );
+    wait_pod_phase(&pods, "both", "Running").await.unwrap();
+
+    let mirror = mirrors.get(&name).await.unwrap();
+    let status = mirror.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(Phase::Ready));
+    assert!(
+        status.last_sync_time.as_ref().unwrap().0 > copied_at.0,
+        "lost:1 was copied again: {status:?}"
+    );
+    assert!(target_missing_events(&env, &name).await >= 1);
+    let missing = metric(
+        &metrics,
+        "privateer_target_checks_total{result=\"missing\"}",
+    );
+    assert!(missing >= 1.0, "{missing}");
+    // Both containers run from the mirror, pinned to what it holds.
+    let running = pods.get("both").await.unwrap();
+    let images: Vec<String> = running
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .filter_map(|c| c.image)
+        .collect();
+    assert!(
+        images
+            .iter()
+            .all(|i| i.contains("/mirror/docker.io/") && i.contains("@sha256:")),
+        "{images:?}"
+    );
 }

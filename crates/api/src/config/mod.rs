@@ -514,6 +514,10 @@ pub struct TargetCheckConfig {
     pub interval: Duration,
     /// Target checks per minute across all mirrors (the rest wait for the next minute).
     pub per_minute: u32,
+    /// Before a gated Pod is released, each of its mirrors not seen in the target for this long
+    /// is looked for there (one HEAD per mirror, shared by every Pod released meanwhile, not
+    /// counted in `perMinute`); one gone is copied again and the Pod waits for it. 0: never.
+    pub before_release: Duration,
 }
 
 impl Default for TargetCheckConfig {
@@ -521,6 +525,7 @@ impl Default for TargetCheckConfig {
         Self {
             interval: secs(3600),
             per_minute: 60,
+            before_release: secs(300),
         }
     }
 }

@@ -423,6 +423,11 @@ impl Config {
             "must not be negative",
         );
         p.check(
+            !ctl.target_check.before_release.is_negative(),
+            "controller.targetCheck.beforeRelease",
+            "must not be negative",
+        );
+        p.check(
             ctl.target_check.per_minute > 0,
             "controller.targetCheck.perMinute",
             "must be at least 1",
