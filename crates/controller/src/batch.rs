@@ -76,7 +76,15 @@ impl Batcher {
                 Some(batch) => {
                     let full = {
                         let mut requests = batch.requests.lock().unwrap_or_else(|p| p.into_inner());
-                        requests.push(request);
+                        // A mirror asking twice in one window copies once: two copies of one
+                        // image to one tag at once race in the target (DIGEST_INVALID).
+                        let name = request.mirror.metadata.name.as_deref();
+                        if !requests
+                            .iter()
+                            .any(|r| r.mirror.metadata.name.as_deref() == name)
+                        {
+                            requests.push(request);
+                        }
                         requests.len() >= size
                     };
                     if full {
