@@ -226,8 +226,9 @@ async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after(
             .any(|l| l == "privateer_source_throttled_total{host=\"other\"} 1"),
         "{text}"
     );
-    // Until shortly before the pause ends, nobody asks: no second Pod of the Job, no resolve.
-    let quiet_until = resumes.as_second() - 3;
+    // Well inside the pause, nobody asks: no second Pod of the Job (its Pod backoff is 10 s),
+    // no resolve of either mirror.
+    let quiet_until = (Timestamp::now().as_second() + 12).min(resumes.as_second() - 5);
     while Timestamp::now().as_second() < quiet_until {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
