@@ -18,6 +18,12 @@ mod common;
 use common::installed::eventually;
 use common::*;
 
+/// The metrics at `metrics` have exactly the line `line`.
+fn assert_metric_line(metrics: &str, line: &str) {
+    let (_, text) = http_get(metrics, "/metrics");
+    assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+}
+
 /// One mirror pass against docker.io every `INTERVAL` seconds, no burst.
 const INTERVAL: i64 = 12;
 
@@ -101,16 +107,13 @@ async fn a_prewarm_list_drains_at_the_source_budget_and_waiting_mirrors_say_when
         (2 * INTERVAL - 2..=2 * INTERVAL + 3).contains(&offsets[1]),
         "{offsets:?}"
     );
-    let (_, text) = http_get(&metrics, "/metrics");
-    assert!(
-        text.lines()
-            .any(|l| l == "privateer_rate_limited_mirrors{host=\"docker.io\"} 2"),
-        "{text}"
+    assert_metric_line(
+        &metrics,
+        "privateer_rate_limited_mirrors{host=\"docker.io\"} 2",
     );
-    assert!(
-        text.lines()
-            .any(|l| l == "privateer_source_throttled_total{host=\"docker.io\"} 0"),
-        "{text}"
+    assert_metric_line(
+        &metrics,
+        "privateer_source_throttled_total{host=\"docker.io\"} 0",
     );
 
     // All Ready in the end, the last no sooner than its turn.
@@ -137,11 +140,9 @@ async fn a_prewarm_list_drains_at_the_source_budget_and_waiting_mirrors_say_when
         "the last copied {last}s after declaring"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, text) = http_get(&metrics, "/metrics");
-    assert!(
-        text.lines()
-            .any(|l| l == "privateer_rate_limited_mirrors{host=\"docker.io\"} 0"),
-        "{text}"
+    assert_metric_line(
+        &metrics,
+        "privateer_rate_limited_mirrors{host=\"docker.io\"} 0",
     );
 }
 
@@ -220,11 +221,9 @@ async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after(
         also.as_second() >= resumes.as_second() - 1,
         "{also} {resumes}"
     );
-    let (_, text) = http_get(&metrics, "/metrics");
-    assert!(
-        text.lines()
-            .any(|l| l == "privateer_source_throttled_total{host=\"other\"} 1"),
-        "{text}"
+    assert_metric_line(
+        &metrics,
+        "privateer_source_throttled_total{host=\"other\"} 1",
     );
     // Well inside the pause, nobody asks: no second Pod of the Job (its Pod backoff is 10 s),
     // no resolve of either mirror.
