@@ -112,10 +112,26 @@ impl Managed {
         }
     }
 
-    /// Waits until the process accepts TCP connections on `addr`.
+    /// Waits until the process (or a child of it) listens on `addr` and accepts connections.
+    /// Whose listener answers is checked: tests run side by side, and a server that failed to
+    /// bind must not pass for ready because another test's server answers on that port.
     pub fn wait_for_port(&mut self, addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-        self.wait_until(&format!("port {addr}"), timeout, || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+        let pid = self.pid();
+        let mut foreign = false;
+        let outcome = self.wait_until(&format!("port {addr}"), timeout, || {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+                return false;
+            }
+            let ours = listener_owned_by_tree(pid, addr.port());
+            foreign = !ours;
+            ours
+        });
+        outcome.with_context(|| {
+            if foreign {
+                format!("another process listens on {addr}")
+            } else {
+                format!("nothing of ours listens on {addr}")
+            }
         })
     }
 }
@@ -135,10 +151,87 @@ impl Drop for Managed {
     }
 }
 
-/// A loopback port free at the time of asking.
+/// A port free on every address at the time of asking: a wildcard bind conflicts with any
+/// listener on that port, also one on the node's bridge address that a loopback bind would miss.
 pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    let listener = TcpListener::bind("0.0.0.0:0").context("bind 0.0.0.0:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// True when a listening TCP socket on `port` is held by `pid` or one of its descendants.
+fn listener_owned_by_tree(pid: u32, port: u16) -> bool {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return false;
+    }
+    process_tree(pid).into_iter().any(|p| {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| {
+                let target = target.to_string_lossy();
+                target
+                    .strip_prefix("socket:[")
+                    .and_then(|rest| rest.strip_suffix(']'))
+                    .is_some_and(|inode| inodes.iter().any(|i| i == inode))
+            })
+        })
+    })
+}
+
+/// Inodes of the sockets in LISTEN state (0A) on `port`, IPv4 and IPv6.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let port = format!("{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit(':').next()?;
+                    (local_port == port && *fields.get(3)? == "0A")
+                        .then(|| fields.get(9).map(|inode| (*inode).to_owned()))
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `pid` and every process descended from it.
+fn process_tree(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+            let parent = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut tree = vec![pid];
+    let mut index = 0;
+    while let Some(&current) = tree.get(index) {
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == current)
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    tree
 }
 
 /// True when a process with this PID exists (used by tests that prove nothing is left behind).
@@ -226,4 +319,54 @@ pub fn run_measured(command: &mut Command) -> anyhow::Result<Measured> {
         wall,
         peak_rss_kib,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("privateer-process-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_port_another_process_listens_on_is_not_taken_for_ready() {
+        let dir = scratch("theirs");
+        let theirs = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = theirs.local_addr().unwrap();
+        let mut sleeper = Command::new("sleep");
+        sleeper.arg("30");
+        let mut ours = Managed::spawn("sleeper", sleeper, &dir).unwrap();
+        let error = ours
+            .wait_for_port(addr, Duration::from_millis(500))
+            .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("another process listens"),
+            "{error:#}"
+        );
+        drop(ours);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_port_the_process_listens_on_is_ready() {
+        let dir = scratch("ours");
+        let port = free_port().unwrap();
+        let mut server = Command::new("python3");
+        server.args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ]);
+        let mut ours = Managed::spawn("http", server, &dir).unwrap();
+        ours.wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20))
+            .unwrap();
+        drop(ours);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
