@@ -93,7 +93,7 @@ _target-dir:
 # `just bench copy`: `privateer copy` vs `skopeo copy --all` vs a raw parallel stream.
 # `just bench webhook`: /mutate under oha at concurrency 1, 16, 64 and at 2,000 requests/s.
 # `just bench scale`: 1,000 ImageMirrors pre-warmed inline and through copy Jobs on the real
-# node, and a 500-replica Deployment burst (`-- --only inline|jobs|burst`, `--count N`,
+# node, and a 500-replica Deployment burst (`--only inline|jobs|burst|size`, `--count N`,
 # `--replicas N`, `--concurrency N` after RUNS).
 bench what="copy" runs="" *args:
     #!/usr/bin/env bash

@@ -35,7 +35,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use privateer_api::config::{Config, TargetKind};
@@ -87,7 +86,8 @@ pub struct Context {
     pub provider: Provider,
     /// The image copy Jobs run.
     pub copy_image: String,
-    pub recorder: Recorder,
+    /// Events about mirrors and Pods, repeats counted as series.
+    pub events: events::Events,
     pub metrics: Arc<metrics::Metrics>,
     /// The process's one ImageMirror index: the reconciler's objects and triggers, the gate
     /// releaser's lookups, the metrics' counts.
@@ -133,12 +133,10 @@ impl Context {
         let provider = Box::pin(Provider::from_config(&config, generic_credentials)).await?;
         let config_concurrency = config.copy.concurrency;
         let copy_options = copy_options(&config)?;
-        let recorder = Recorder::new(
+        let events = events::Events::new(
             client.clone(),
-            Reporter {
-                controller: "privateer-controller".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            "privateer-controller",
+            std::env::var("POD_NAME").ok(),
         );
         let target_checks = target_check::Budget::new(config.controller.target_check.per_minute);
         let source_budgets = Arc::new(rate_limit::SourceBudgets::new(&config.sources.rate_limits));
@@ -148,7 +146,7 @@ impl Context {
             naming,
             provider,
             copy_image,
-            recorder,
+            events,
             metrics: Arc::new(metrics::Metrics::new(index.clone(), source_budgets.clone())),
             index,
             copy_options,
