@@ -52,29 +52,42 @@ pub async fn run_copy_job(
     digest: &str,
     keys: JobKeys<'_>,
 ) -> Result<JobState, Error> {
+    if let Some(state) = copy_job_state(ctx, mirror, digest).await? {
+        return Ok(state);
+    }
+    let read;
+    let keys = match keys {
+        JobKeys::Read(keys) => keys,
+        JobKeys::Unread => {
+            read = verify::keys_for(ctx, plan).await?;
+            read.as_ref()
+        }
+    };
+    let request = Request {
+        mirror: mirror.clone(),
+        plan: plan.clone(),
+        digest: digest.to_owned(),
+        source_secret: crate::reconcile::source_secret(ctx, mirror, plan),
+        verify_keys: keys.map(|k| k.pems.clone()).unwrap_or_default(),
+    };
+    let job = ctx.batcher.join(ctx, request).await?;
+    Ok(JobState::Running(job))
+}
+
+/// Where the mirror's copy Job for `digest` stands; `None` when there is no such Job. A
+/// failed Job's result is read once: the mirror leaves it.
+pub async fn copy_job_state(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    digest: &str,
+) -> Result<Option<JobState>, Error> {
     let name = mirror.name_any();
     let Some(job) = find(ctx, &name, digest).await? else {
-        let read;
-        let keys = match keys {
-            JobKeys::Read(keys) => keys,
-            JobKeys::Unread => {
-                read = verify::keys_for(ctx, plan).await?;
-                read.as_ref()
-            }
-        };
-        let request = Request {
-            mirror: mirror.clone(),
-            plan: plan.clone(),
-            digest: digest.to_owned(),
-            source_secret: crate::reconcile::source_secret(ctx, mirror, plan),
-            verify_keys: keys.map(|k| k.pems.clone()).unwrap_or_default(),
-        };
-        let job = ctx.batcher.join(ctx, request).await?;
-        return Ok(JobState::Running(job));
+        return Ok(None);
     };
     let job_name = job.name_any();
     let Some(complete) = finished(&job) else {
-        return Ok(JobState::Running(job_name));
+        return Ok(Some(JobState::Running(job_name)));
     };
     let place = copies(&job).iter().position(|m| *m == name).unwrap_or(0);
     let result = termination_result(ctx, &job_name, place)
@@ -94,7 +107,7 @@ pub async fn run_copy_job(
         );
         leave(ctx, &job, &name).await;
     }
-    Ok(JobState::Done(Box::new(result)))
+    Ok(Some(JobState::Done(Box::new(result))))
 }
 
 /// The newest Job carrying the mirror's label for `digest`. A running one comes from the Job

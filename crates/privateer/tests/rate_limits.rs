@@ -1,10 +1,11 @@
 //! `sources.rateLimits` through `privateer run` and copy Jobs on the real node: a pre-warm list
 //! against a host with a budget drains at the budget's rate; the mirrors waiting for it are
 //! Pending with reason `RateLimited` and the time they start, and are counted per host. A copy
-//! Job whose source answers 429 with a long `Retry-After` hands it to the controller, which
+//! Job whose source answers 429 with a long `Retry-After` ends at once, and the controller
 //! pauses that host for every mirror until then.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
@@ -194,6 +195,7 @@ async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after(
             .await
             .unwrap();
     };
+    let copy_pods = CopyPods::watch(&env);
     let tagged = "hostile/image:1.0";
     declare(tagged).await;
     // The Job's one Pod is throttled; the controller reads its Retry-After and the mirror waits.
@@ -203,13 +205,14 @@ async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after(
         async || waiting(&mirrors, &mirror_name(tagged)).await,
     )
     .await;
+    let asked = source.seen().len();
     let left = resumes.as_second() - Timestamp::now().as_second();
     assert!(
         left >= RETRY_AFTER as i64 - 25,
         "the wait is the host's Retry-After: {left}s left"
     );
 
-    // Declared during the pause: it waits too.
+    // Declared during the pause: it waits too, without asking the host.
     let pinned = format!("hostile/image@{}", source.digest);
     declare(&pinned).await;
     let also = eventually(20, "the second mirror waits too", async || {
@@ -224,6 +227,29 @@ async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after(
         &metrics,
         "privateer_source_throttled_total{host=\"other\"} 1",
     );
+    // Well inside the pause, nobody asks: no second Pod of the Job (its Pod backoff is 10 s),
+    // no resolve of either mirror.
+    let quiet_until = (Timestamp::now().as_second() + 12).min(resumes.as_second() - 5);
+    while Timestamp::now().as_second() < quiet_until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The Job's Pod exited THROTTLED and its podFailurePolicy ended the Job: no other Pod.
+    let pods = copy_pods.seen();
+    assert_eq!(
+        pods.values()
+            .map(|exit| exit.as_ref().map(|(code, _)| *code))
+            .collect::<Vec<_>>(),
+        [Some(i32::from(privateer_api::names::exit::THROTTLED))],
+        "copy Pods: {pods:?}"
+    );
+    let during = source.seen();
+    assert_eq!(
+        during.len(),
+        asked,
+        "asked during the pause: {:?}\ncopy Pods: {pods:?}",
+        &during[asked..]
+    );
+
     // Then both copy, and the host was throttled once.
     eventually(RETRY_AFTER + 90, "both Ready after the pause", async || {
         for image in [tagged, pinned.as_str()] {
@@ -247,4 +273,58 @@ async fn a_copy_jobs_429_pauses_the_host_for_every_mirror_until_its_retry_after(
         blob_gets >= 2,
         "the throttled GET and the copy's: {blob_gets}"
     );
+}
+
+/// Every copy Pod seen, by name, with its container's exit code and message once terminated.
+type PodExits = BTreeMap<String, Option<(i32, String)>>;
+
+struct CopyPods {
+    seen: std::sync::Arc<std::sync::Mutex<PodExits>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CopyPods {
+    fn watch(env: &privateer_e2e::TestEnv) -> Self {
+        use futures::StreamExt;
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let seen: std::sync::Arc<std::sync::Mutex<PodExits>> = std::sync::Arc::default();
+        let pods: Api<Pod> = Api::all(env.client());
+        let selector = format!(
+            "{}={}",
+            privateer_api::names::LABEL_COMPONENT,
+            privateer_api::names::COMPONENT_VALUE
+        );
+        let record = std::sync::Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            let config = watcher::Config::default().labels(&selector);
+            let mut events = watcher(pods, config).applied_objects().boxed();
+            while let Some(Ok(pod)) = events.next().await {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                let exit = pod
+                    .status
+                    .and_then(|s| s.container_statuses)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|c| c.state?.terminated)
+                    .map(|t| (t.exit_code, t.message.unwrap_or_default()));
+                let mut seen = record.lock().unwrap();
+                let entry = seen.entry(name).or_insert(None);
+                if exit.is_some() {
+                    *entry = exit;
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    fn seen(&self) -> PodExits {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for CopyPods {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
