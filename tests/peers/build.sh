@@ -37,7 +37,8 @@ install cosign "$COSIGN_VERSION" github.com/sigstore/cosign/v2/cmd/cosign
 install oras "$ORAS_VERSION" oras.land/oras/cmd/oras
 install promtool "$PROMTOOL_VERSION" github.com/prometheus/prometheus/cmd/promtool
 here=$(cd "$(dirname "$0")" && pwd)
-referrers="$bin/referrers-registry-$(sha256sum "$here/referrers-registry/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
+# Keyed by the sources' content, not their path: every CI clone lives elsewhere.
+referrers="$bin/referrers-registry-$(cat "$here/referrers-registry/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)"
 if [ ! -x "$referrers" ]; then
     echo "building referrers-registry (first run on this machine; cached afterwards)" >&2
     (cd "$here/referrers-registry" && go build -ldflags "-s -w" -o "$referrers.partial" .)

@@ -3,7 +3,6 @@
 //! mirror's result is its place in the Pod's termination message.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use privateer_api::{ImageMirror, names};
@@ -90,7 +89,7 @@ pub async fn copy_job_state(
         return Ok(Some(JobState::Running(job_name)));
     };
     let place = copies(&job).iter().position(|m| *m == name).unwrap_or(0);
-    let result = termination_result(ctx, &job_name, place)
+    let result = termination_result(ctx, &job, place)
         .await?
         .unwrap_or_else(|| outcome_without_message(complete, &job));
     let metrics = &ctx.metrics;
@@ -194,32 +193,19 @@ pub async fn forget(ctx: &Context, mirror: &str, digest: &str) {
     }
 }
 
-/// The result at `place` in the termination message of the newest finished Pod of Job `name`.
+/// The mirror's result: its `place` in the newest termination message that has one.
 async fn termination_result(
     ctx: &Context,
-    name: &str,
+    job: &Job,
     place: usize,
 ) -> Result<Option<CopyOutcome>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+    let messages = ctx
+        .job_messages
+        .read(&ctx.client, &ctx.config.namespace, job, copies(job).len())
         .await?;
-    let mut messages: Vec<(Option<_>, String)> = list
-        .items
-        .iter()
-        .flat_map(|pod| {
-            pod.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
-        .map(|t| (t.finished_at.clone(), t.message.clone().unwrap_or_default()))
-        .collect();
-    messages.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
     Ok(messages
-        .into_iter()
-        .rev()
-        .find_map(|(_, message)| CopyOutcome::parse_batch(&message)?.into_iter().nth(place)))
+        .iter()
+        .find_map(|message| CopyOutcome::parse_batch(message)?.into_iter().nth(place)))
 }
 
 /// A Job that ended without a readable result (OOM-killed, deadline exceeded): a failure is

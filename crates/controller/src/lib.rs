@@ -12,6 +12,7 @@ mod events;
 mod finalize;
 mod gate;
 mod job;
+mod job_messages;
 mod leader;
 mod metrics;
 mod plan;
@@ -110,6 +111,8 @@ pub struct Context {
     /// The copy Jobs as the reconciler's own Job watch last saw them (this term's), so a mirror
     /// woken by its Job reads it without asking the API server.
     pub jobs: std::sync::RwLock<Option<kube::runtime::reflector::Store<Job>>>,
+    /// Finished batch Jobs' results, read once for all their mirrors.
+    pub job_messages: job_messages::JobMessages,
 }
 
 impl Context {
@@ -159,6 +162,7 @@ impl Context {
             source_budgets,
             batcher: batch::Batcher::default(),
             jobs: std::sync::RwLock::new(None),
+            job_messages: job_messages::JobMessages::default(),
         })
     }
 
