@@ -36,6 +36,16 @@ pub enum TargetError {
     Credentials(String),
 }
 
+/// The chain found no credentials, and no provider of it failed for a passing reason. An
+/// instance metadata service that timed out (a busy node) may answer the next time: that is
+/// worth a retry, not a mirror failed for good.
+fn no_credentials_for_good(chain_message: &str) -> bool {
+    const PASSING: [&str; 3] = ["timed out", "timeout", "could not communicate"];
+    let message = chain_message.to_ascii_lowercase();
+    message.contains("no credentials found in chain")
+        && !PASSING.iter().any(|p| message.contains(p))
+}
+
 impl TargetError {
     /// Worth retrying later without a change to the configuration or IAM.
     pub fn is_transient(&self) -> bool {
@@ -64,7 +74,7 @@ impl TargetError {
                 let message = chain(&error);
                 // The SDK reports an empty credential chain as a dispatch failure; only its
                 // text tells it apart from a network error.
-                if message.contains("no credentials found in chain") {
+                if no_credentials_for_good(&message) {
                     Self::Credentials(message)
                 } else {
                     Self::Unavailable {
@@ -121,4 +131,26 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_chain_is_for_good_unless_a_provider_timed_out() {
+        let disabled = "dispatch failure: other: the credential provider was not enabled: no \
+            credentials found in chain. Attempted:\n  Environment: the credential provider was \
+            not enabled: environment variable not set\n  Ec2InstanceMetadata: the credential \
+            provider was not enabled: metadata service disabled";
+        assert!(no_credentials_for_good(disabled));
+        let busy_node = "dispatch failure: other: the credential provider was not enabled: no \
+            credentials found in chain. Attempted:\n  Ec2InstanceMetadata: the credential \
+            provider was not enabled: could not communicate with IMDS: dispatch failure: \
+            timeout: client error (Connect): HTTP connect timeout occurred after 1s: timed out";
+        assert!(!no_credentials_for_good(busy_node));
+        assert!(!no_credentials_for_good(
+            "dispatch failure: io error: connection reset"
+        ));
+    }
 }
