@@ -9,6 +9,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use tokio::sync::OnceCell;
 
 use crate::Error;
 
@@ -22,11 +23,15 @@ pub struct JobMessages {
     by_uid: Mutex<HashMap<String, Kept>>,
 }
 
+/// The members of a batch are woken together by their Job's end: the first lists the Pods,
+/// the others wait for its answer instead of listing too.
+type Shared = Arc<OnceCell<Arc<Vec<String>>>>;
+
 struct Kept {
-    /// Newest first.
-    messages: Arc<Vec<String>>,
+    /// Newest first, once read.
+    messages: Shared,
     readers_left: usize,
-    read_at: Instant,
+    since: Instant,
 }
 
 impl JobMessages {
@@ -39,42 +44,33 @@ impl JobMessages {
         job: &Job,
         members: usize,
     ) -> Result<Arc<Vec<String>>, Error> {
-        let uid = job.uid().unwrap_or_default();
-        if let Some(messages) = self.take(&uid, Instant::now()) {
-            return Ok(messages);
+        let name = job.name_any();
+        let listed = || async { Ok::<_, Error>(Arc::new(list(client, namespace, &name).await?)) };
+        match self.share(job.uid().unwrap_or_default(), members, Instant::now()) {
+            Some(shared) => Ok(Arc::clone(shared.get_or_try_init(listed).await?)),
+            None => listed().await,
         }
-        let messages = Arc::new(list(client, namespace, &job.name_any()).await?);
-        self.keep(uid, Arc::clone(&messages), members, Instant::now());
-        Ok(messages)
     }
 
-    fn take(&self, uid: &str, now: Instant) -> Option<Arc<Vec<String>>> {
+    /// The cell this reader shares with the Job's other members; `None` when it is the only
+    /// one.
+    fn share(&self, uid: String, members: usize, now: Instant) -> Option<Shared> {
+        if uid.is_empty() || members <= 1 {
+            return None;
+        }
         let mut kept = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.retain(|_, k| now.duration_since(k.read_at) < KEPT_FOR);
-        let entry = kept.get_mut(uid)?;
-        let messages = Arc::clone(&entry.messages);
+        kept.retain(|_, k| now.duration_since(k.since) < KEPT_FOR);
+        let entry = kept.entry(uid.clone()).or_insert_with(|| Kept {
+            messages: Shared::default(),
+            readers_left: members,
+            since: now,
+        });
         entry.readers_left = entry.readers_left.saturating_sub(1);
+        let shared = Arc::clone(&entry.messages);
         if entry.readers_left == 0 {
-            kept.remove(uid);
+            kept.remove(&uid);
         }
-        Some(messages)
-    }
-
-    fn keep(&self, uid: String, messages: Arc<Vec<String>>, members: usize, now: Instant) {
-        // The first reader has read; a Job of one mirror is not kept at all.
-        let readers_left = members.saturating_sub(1);
-        if uid.is_empty() || readers_left == 0 {
-            return;
-        }
-        let kept = Kept {
-            messages,
-            readers_left,
-            read_at: now,
-        };
-        self.by_uid
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(uid, kept);
+        Some(shared)
     }
 }
 
@@ -104,28 +100,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_member_reads_once_then_the_messages_go() {
+    fn the_members_of_a_batch_share_one_read_then_it_goes() {
         let kept = JobMessages::default();
         let now = Instant::now();
-        let messages = Arc::new(vec!["newest".to_owned()]);
-        kept.keep("uid-1".into(), messages, 3, now);
-        assert!(kept.take("uid-1", now).is_some(), "second member");
+        let first = kept.share("uid-1".into(), 3, now).unwrap();
+        first.set(Arc::new(vec!["newest".to_owned()])).unwrap();
+        let second = kept.share("uid-1".into(), 3, now).unwrap();
         assert_eq!(
-            kept.take("uid-1", now).as_deref(),
-            Some(&vec!["newest".to_owned()]),
-            "third member"
+            second.get().map(|m| m.as_slice()),
+            Some(&["newest".to_owned()][..])
         );
-        assert!(kept.take("uid-1", now).is_none(), "all have read");
+        let third = kept.share("uid-1".into(), 3, now).unwrap();
+        assert!(Arc::ptr_eq(&first, &third));
+        assert!(kept.by_uid.lock().unwrap().is_empty(), "all have read");
     }
 
     #[test]
     fn a_job_of_one_mirror_is_not_kept_and_unread_messages_expire() {
         let kept = JobMessages::default();
         let now = Instant::now();
-        kept.keep("solo".into(), Arc::new(vec![]), 1, now);
-        assert!(kept.take("solo", now).is_none());
-        kept.keep("batch".into(), Arc::new(vec![]), 8, now);
-        assert!(kept.take("batch", now + KEPT_FOR).is_none());
-        assert!(kept.by_uid.lock().unwrap().is_empty());
+        assert!(kept.share("solo".into(), 1, now).is_none());
+        let early = kept.share("batch".into(), 8, now).unwrap();
+        let late = kept.share("batch".into(), 8, now + KEPT_FOR).unwrap();
+        assert!(!Arc::ptr_eq(&early, &late), "expired, a new read");
     }
 }
