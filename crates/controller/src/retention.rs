@@ -38,9 +38,14 @@ pub fn due(mirror: &ImageMirror, pods: u32, unused_for: Duration, now: SystemTim
     if !eligible || mirror.phase() == Phase::Mirroring {
         return false;
     }
-    let status = mirror.status.as_ref();
-    let since = status
-        .and_then(|s| s.usage.as_ref())
+    let usage = mirror.status.as_ref().and_then(|s| s.usage.as_ref());
+    // The object still says Pods use it: its last Pod went after the last usage write, and
+    // the time on it is when the count last changed, not when the mirror went unused. The
+    // write of 0 Pods (within the usage flush) carries that time.
+    if usage.is_some_and(|u| u.pods > 0) {
+        return false;
+    }
+    let since = usage
         .and_then(|u| u.last_used_time.as_ref())
         .or(mirror.metadata.creation_timestamp.as_ref());
     since.is_some_and(|t| {
@@ -184,6 +189,14 @@ mod tests {
                 "{case}: off by default"
             );
         }
+        let mut just_unused = mirror(Some("webhook"), None, Some(8 * DAY));
+        if let Some(usage) = just_unused.status.as_mut().and_then(|s| s.usage.as_mut()) {
+            usage.pods = 2;
+        }
+        assert!(
+            !due(&just_unused, 0, week, now),
+            "its last Pod just went: the time on the object is when two began using it"
+        );
         let mut copying = mirror(Some("webhook"), None, Some(8 * DAY));
         copying.status.as_mut().expect("status").phase = Some(Phase::Mirroring);
         assert!(
