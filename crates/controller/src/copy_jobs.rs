@@ -54,6 +54,17 @@ pub async fn run_copy_job(
     if let Some(state) = copy_job_state(ctx, mirror, digest).await? {
         return Ok(state);
     }
+    start_copy_job(ctx, mirror, plan, digest, keys).await
+}
+
+/// Join a copy Job for this digest: the caller has found that the mirror has none.
+pub async fn start_copy_job(
+    ctx: &Context,
+    mirror: &ImageMirror,
+    plan: &Plan,
+    digest: &str,
+    keys: JobKeys<'_>,
+) -> Result<JobState, Error> {
     let read;
     let keys = match keys {
         JobKeys::Read(keys) => keys,

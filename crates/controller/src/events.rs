@@ -17,7 +17,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-pub use kube::runtime::events::EventType;
+use kube::runtime::events::EventType;
 
 use crate::Context;
 

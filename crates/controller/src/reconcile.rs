@@ -16,7 +16,7 @@ use privateer_ecr::{
 };
 use privateer_registry::{CopyOutcome, Credentials, Endpoint, ErrorClass, Image};
 
-use crate::copy_jobs::{JobKeys, JobState, copy_job_state, run_copy_job};
+use crate::copy_jobs::{JobKeys, JobState, copy_job_state, run_copy_job, start_copy_job};
 use crate::decide::{Observed, Resolved, Step, decide, moved_upstream};
 use crate::metrics::Metrics;
 use crate::plan::{Plan, backoff, plan};
@@ -62,7 +62,7 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
                 Some(state) => state,
                 None => match job_gone(&ctx, &mirror, &digest).await? {
                     JobGone::StillAwaited => {
-                        run_copy_job(&ctx, &mirror, &plan, &digest, JobKeys::Unread).await?
+                        start_copy_job(&ctx, &mirror, &plan, &digest, JobKeys::Unread).await?
                     }
                     JobGone::MovedOn(fresh) => {
                         return Box::pin(reconcile(fresh, ctx)).await;
