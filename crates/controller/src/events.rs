@@ -130,7 +130,9 @@ impl Events {
         self.series.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn write(
+    /// Write an Event of `kind` about `regarding`, or count it on the same one written
+    /// within the window.
+    pub async fn write(
         &self,
         regarding: &ObjectReference,
         kind: EventType,

@@ -50,6 +50,7 @@ pub use copy_jobs::{
     copies as copy_job_members, member_label as copy_member_label,
     member_value as copy_member_value,
 };
+pub use events::Events;
 pub use gate::{GateAction, decide as decide_gate, release_patch};
 pub use job::{BINARY, JobInputs, Member as JobMember, copy_job};
 pub use plan::{InvalidSpec, Plan, backoff, job_name, plan};
