@@ -1,5 +1,5 @@
 //! Debian's `docker-registry` (distribution 2.8) on a free loopback port, optionally behind
-//! htpasswd basic auth.
+//! htpasswd basic auth, its access log on so tests can count the requests a client sent.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -58,7 +58,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {address}:{port}\n  secret: privateer-test-{name}\n{auth}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: {address}:{port}\n  secret: privateer-test-{name}\n{auth}",
                 root.join("data").display()
             ),
         )?;
@@ -107,6 +107,27 @@ impl Registry {
             .to_owned();
         self.process = serve(&self.config, &self.log_dir, &name, addr)?;
         Ok(())
+    }
+
+    /// The requests a client with `user_agent` (its first word, e.g. `privateer/`) sent so far,
+    /// as (method, path, status), from the registry's access log.
+    pub fn requests_from(&self, user_agent: &str) -> Vec<(String, String, u16)> {
+        self.process
+            .log_text()
+            .lines()
+            .filter_map(|line| {
+                // `host - - [time] "METHOD /path HTTP/1.1" status bytes "referer" "agent"`
+                let (_, rest) = line.split_once(" \"")?;
+                let (request, rest) = rest.split_once('"')?;
+                let status = rest.split_whitespace().next()?.parse().ok()?;
+                let agent = rest.rsplit('"').nth(1)?;
+                let mut words = request.split_whitespace();
+                let (method, path) = (words.next()?, words.next()?);
+                agent
+                    .starts_with(user_agent)
+                    .then(|| (method.to_owned(), path.to_owned(), status))
+            })
+            .collect()
     }
 
     /// The `oci-client` auth for this registry.

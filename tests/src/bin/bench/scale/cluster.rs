@@ -163,3 +163,29 @@ fn machine_busy_seconds() -> f64 {
     let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
     (total - idle) as f64 / 100.0
 }
+
+/// privateer's requests so far to the source and target registries (from their access logs),
+/// by registry, method, what was asked for and the status answered.
+pub fn registry_requests(env: &TestEnv) -> Requests {
+    let mut counted = Requests::new();
+    for (side, registry) in [("source", &env.source), ("target", &env.target)] {
+        let Some(registry) = registry else { continue };
+        for (method, path, status) in registry.requests_from("privateer/") {
+            let key = format!("{side} {method} {} {status}", what_was_asked(&path));
+            *counted.entry(key).or_default() += 1.0;
+        }
+    }
+    counted
+}
+
+/// `manifests`, `blobs`, `blob uploads`, `tags`, `referrers` or the path itself (`/v2/`).
+fn what_was_asked(path: &str) -> &str {
+    let path = path.split('?').next().unwrap_or(path);
+    if path.contains("/blobs/uploads") {
+        return "blob uploads";
+    }
+    ["manifests", "blobs", "tags", "referrers"]
+        .into_iter()
+        .find(|kind| path.contains(&format!("/{kind}/")))
+        .unwrap_or(path)
+}

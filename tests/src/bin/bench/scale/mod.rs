@@ -178,6 +178,17 @@ fn report_prewarm(out: &mut String, mode: &str, count: usize, runs: &mut [prewar
     for (what, n) in requests.iter().take(12) {
         let _ = writeln!(out, "| {what} | {:.2} |", *n / count as f64);
     }
+    let registry_total = middle.registry_requests.values().sum::<f64>() / count as f64;
+    let _ = writeln!(
+        out,
+        "\n| privateer's registry requests (median run; {registry_total:.1} in all) | per mirror |"
+    );
+    let _ = writeln!(out, "|---|---|");
+    let mut asked: Vec<_> = middle.registry_requests.iter().collect();
+    asked.sort_by(|a, b| b.1.total_cmp(a.1));
+    for (what, n) in asked {
+        let _ = writeln!(out, "| {what} | {:.2} |", *n / count as f64);
+    }
     let _ = writeln!(
         out,
         "\n| CPU (median run, {:.1} s of {:.1} s × 2 cores busy) | seconds |",

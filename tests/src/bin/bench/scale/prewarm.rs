@@ -69,6 +69,8 @@ pub struct Run {
     pub peak_rss_mib: u64,
     /// API requests during the run, less the benchmark's own (its creates and its watch).
     pub requests: Requests,
+    /// privateer's requests to the source and target registries during the run.
+    pub registry_requests: Requests,
     pub cpu: Vec<(String, f64)>,
     pub machine_cpu: f64,
     /// Jobs per mirror above one (0 inline).
@@ -96,6 +98,7 @@ pub async fn run(
         .map(|i| mirror_name(i))
         .collect::<anyhow::Result<_>>()?;
     let requests_before = cluster::requests(&cluster::apiserver_metrics(env).await?);
+    let registry_before = cluster::registry_requests(env);
     let cpu_before = Cpu::read(env, &[("privateer controller", controller.pid())]);
 
     let started = Instant::now();
@@ -131,6 +134,7 @@ pub async fn run(
         }
     }
     requests.retain(|_, v| *v > 0.0);
+    let registry_requests = cluster::delta(&registry_before, &cluster::registry_requests(env));
     match outcome {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => bail!("{label}: {e}\n{}", controller.log_tail(20)),
@@ -159,6 +163,7 @@ pub async fn run(
         creating_seconds,
         peak_rss_mib,
         requests,
+        registry_requests,
         cpu,
         machine_cpu,
         duplicate_jobs,
