@@ -169,7 +169,15 @@ async fn observe(
             _ => None,
         };
     }
-    if plan.platforms.is_empty() && observed.tag_immutable != Some(true) {
+    // An inline copy asks the target itself before writing anything: for a mirror never
+    // copied (most likely absent from the target) that one look is enough. A refresh still
+    // asks here, so an image up to date costs no copy slot and no look at its signatures.
+    let inline_first_copy = ctx.config.copy.executor == CopyExecutor::Inline
+        && mirror
+            .status
+            .as_ref()
+            .is_none_or(|s| s.source_digest.is_none());
+    if plan.platforms.is_empty() && observed.tag_immutable != Some(true) && !inline_first_copy {
         let at = match plan.target.effective_tag() {
             Some(tag) => ImageId::Tag(tag.to_owned()),
             None => ImageId::Digest(digest.clone()),
@@ -360,8 +368,18 @@ async fn copy_inline(
         .filter_map(|p| privateer_registry::Platform::parse(p).ok())
         .collect();
     options.verify = keys.map(|k| k.parsed);
+    // The copy moves the digest decided on, not what the tag names a moment later, and does
+    // not ask the source for it again. Not with a platform filter: a pinned index is copied
+    // whole.
+    let pinned = match privateer_image::Digest::parse(digest) {
+        Ok(digest) if plan.platforms.is_empty() => Some(Image {
+            reference: source.reference.with_digest(digest),
+            ..source.clone()
+        }),
+        _ => None,
+    };
     let copied = privateer_registry::copy(
-        source,
+        pinned.as_ref().unwrap_or(source),
         &target,
         &options,
         Arc::new(privateer_registry::Silent),

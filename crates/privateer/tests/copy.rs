@@ -250,6 +250,12 @@ async fn htpasswd_on_either_side_and_a_wrong_password_is_a_clear_permanent_failu
     let run = with_password("pull-secret");
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert_image_present(&target, "private/app", "2", &image).await;
+    // Each side logs in once: the target's basic challenge is not asked again for the push.
+    for (side, registry) in [("source", &source), ("target", &target)] {
+        let requests = registry.requests_from("privateer/");
+        let refused: Vec<_> = requests.iter().filter(|r| r.2 == 401).collect();
+        assert_eq!(refused.len(), 1, "{side}: {requests:?}");
+    }
 
     let run = with_password("wrong");
     assert_eq!(run.code(), Some(3), "{}", run.stderr());

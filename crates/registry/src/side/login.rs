@@ -2,6 +2,9 @@
 //! known for its operation; a 401 is answered (basic credentials, a ready token, or the Docker
 //! token flow at the challenge's realm) and the request sent once more.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
 use http::{HeaderValue, StatusCode, header};
 
 use super::{Operation, Side};
@@ -10,7 +13,35 @@ use crate::auth::{self, Challenge};
 use crate::error::{CopyError, ErrorClass};
 use crate::wire::{read_limited, request_error, status_error};
 
+/// Hosts whose 401 asked for basic auth (ECR's data plane always does). A copy's first
+/// request to one carries its basic credentials from the start: a round trip less per copy
+/// and operation, the whole cost of logging in there.
+static BASIC_HOSTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// Hosts remembered at most: a process talks to a handful; the bound guards memory only.
+const BASIC_HOSTS_MAX: usize = 1024;
+
+fn remember_basic(host: &str) {
+    let mut hosts = BASIC_HOSTS.lock().unwrap_or_else(PoisonError::into_inner);
+    if hosts.len() < BASIC_HOSTS_MAX {
+        hosts.insert(host.to_owned());
+    }
+}
+
 impl Side {
+    /// This side's basic credentials, when its host is known to ask for them.
+    fn basic_known_to_be_asked(&self) -> Option<HeaderValue> {
+        let Credentials::Basic { username, password } = &self.credentials else {
+            return None;
+        };
+        let known = BASIC_HOSTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&self.host);
+        known
+            .then(|| auth::basic(username, password).ok())
+            .flatten()
+    }
+
     /// Send what `build` makes with the authorization known for `operation`; on a 401, answer
     /// its challenge and send once more.
     pub(super) async fn send(
@@ -20,11 +51,14 @@ impl Side {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, CopyError> {
         let known = self.authorization.lock().await.get(&operation).cloned();
-        let tried = known.clone().flatten();
+        let tried = match &known {
+            Some(known) => known.clone(),
+            None => self.basic_known_to_be_asked(),
+        };
         let response = self.send_with(&build, tried.clone(), action).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             if known.is_none() {
-                self.authorization.lock().await.insert(operation, None);
+                self.authorization.lock().await.insert(operation, tried);
             }
             return Ok(response);
         }
@@ -91,7 +125,9 @@ impl Side {
                 {
                     Challenge::Basic => match credentials {
                         Credentials::Basic { username, password } => {
-                            auth::basic(username, password).map_err(invalid)?
+                            let value = auth::basic(username, password).map_err(invalid)?;
+                            remember_basic(&self.host);
+                            value
                         }
                         _ => {
                             return Err(unauthorized(format!(
