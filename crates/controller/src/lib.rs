@@ -26,6 +26,7 @@ mod status;
 mod target_check;
 mod usage;
 mod verify;
+mod written;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +115,8 @@ pub struct Context {
     pub jobs: std::sync::RwLock<Option<kube::runtime::reflector::Store<Job>>>,
     /// Finished batch Jobs' results, read once for all their mirrors.
     pub job_messages: job_messages::JobMessages,
+    /// The status last written on each mirror, until the cache shows it.
+    pub written: written::WrittenStatus,
 }
 
 impl Context {
@@ -164,6 +167,7 @@ impl Context {
             batcher: batch::Batcher::default(),
             jobs: std::sync::RwLock::new(None),
             job_messages: job_messages::JobMessages::default(),
+            written: written::WrittenStatus::default(),
         })
     }
 

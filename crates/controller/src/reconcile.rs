@@ -27,10 +27,20 @@ use crate::target_check::{self, Found};
 use crate::verify::{self, Refusal};
 use crate::{Context, Error};
 
+/// How soon a pass deferred for a cache behind its write looks again.
+const CACHE_BEHIND_RETRY: Duration = Duration::from_secs(1);
+
 #[tracing::instrument(skip_all, fields(mirror = %mirror.name_any()))]
 pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Action, Error> {
     if let Some(action) = crate::finalize::finalize(&ctx, &mirror).await? {
         return Ok(action);
+    }
+    // The cache has not caught up with this controller's last status write: acting on the
+    // older object would repeat what that write moved past. The write's watch event wakes
+    // the mirror again; the requeue is in case it was already taken.
+    if ctx.written.behind(&mirror, std::time::Instant::now()) {
+        tracing::debug!(mirror = %mirror.name_any(), "the cache is behind the last status write");
+        return Ok(Action::requeue(CACHE_BEHIND_RETRY));
     }
     let plan = match plan(&mirror, &ctx.naming, &ctx.config.copy.platforms) {
         Ok(plan) => plan,

@@ -88,6 +88,8 @@ pub async fn apply_status(
     status: ImageMirrorStatus,
 ) -> Result<(), Error> {
     apply_status_fields(ctx, &mirror.name_any(), FIELD_MANAGER, json!(status)).await?;
+    ctx.written
+        .wrote(mirror, &status, std::time::Instant::now());
     let (before, after) = (mirror.phase(), status.phase.unwrap_or(Phase::Pending));
     if before != after || mirror.status.is_none() {
         let kind = if after == Phase::Failed {
