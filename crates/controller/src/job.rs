@@ -92,10 +92,16 @@ pub fn copy_job(members: &[Member], config: &Config, inputs: &JobInputs) -> Job 
     let plan = first.plan;
     let mut args = vec!["copy".to_owned()];
     for member in members {
-        args.extend([
-            member.plan.source.to_string(),
-            member.plan.target.to_string(),
-        ]);
+        // The digest the reconciler resolved and records in status, not what the tag names
+        // when the Pod starts; no second resolve. Not with a platform filter: a pinned index
+        // is copied whole.
+        let source = match privateer_image::Digest::parse(member.digest) {
+            Ok(digest) if member.plan.platforms.is_empty() => {
+                member.plan.source.with_digest(digest)
+            }
+            _ => member.plan.source.clone(),
+        };
+        args.extend([source.to_string(), member.plan.target.to_string()]);
     }
     args.extend([
         "--json".to_owned(),
@@ -311,6 +317,8 @@ mod tests {
     use privateer_api::ImageMirrorSpec;
     use privateer_image::Reference;
 
+    const DIGEST: &str = "sha256:7b1b2a9d0c8f6e5d4c3b2a19080706050403020100f0e0d0c0b0a09080706050";
+
     #[test]
     fn verify_keys_referrers_and_the_failure_policy_reach_the_job() {
         let mirror = ImageMirror::new("app", ImageMirrorSpec::for_source("ghcr.io/org/app:1"));
@@ -332,7 +340,7 @@ mod tests {
         let member = Member {
             mirror: &mirror,
             plan: &plan,
-            digest: "sha256:1",
+            digest: DIGEST,
         };
         let job = copy_job(&[member], &config, &inputs);
         // Only a transient failure (exit 4) gets another Pod of the Job.
@@ -352,6 +360,14 @@ mod tests {
             .and_then(|c| c.args)
             .expect("args");
         assert!(args.contains(&"--no-referrers".to_owned()), "{args:?}");
+        assert_eq!(
+            args[1..3],
+            [
+                format!("ghcr.io/org/app:1@{DIGEST}"),
+                "r.example/mirror/ghcr.io/org/app:1".to_owned()
+            ],
+            "the source pinned to the digest resolved"
+        );
         // One argument with `=`: a separate value starting with dashes reads as a flag.
         assert!(
             args.contains(&format!("--verify-key-pem={pem}")),
