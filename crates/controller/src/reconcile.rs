@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kube::ResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use privateer_api::ImageMirror;
 use privateer_api::config::CopyExecutor;
@@ -68,17 +67,12 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
         Stage::Wait(wait) => Ok(Action::requeue(wait)),
         Stage::AwaitChange => Ok(Action::await_change()),
         Stage::WatchJob { digest } => {
+            // No Job although the mirror awaits one: it went (its TTL, a person). The cache is
+            // not behind this controller's own writes (checked above), so the Job's end was
+            // not already read and acted on.
             let state = match copy_job_state(&ctx, &mirror, &digest).await? {
                 Some(state) => state,
-                None => match job_gone(&ctx, &mirror, &digest).await? {
-                    JobGone::StillAwaited => {
-                        start_copy_job(&ctx, &mirror, &plan, &digest, JobKeys::Unread).await?
-                    }
-                    JobGone::MovedOn(fresh) => {
-                        return Box::pin(reconcile(fresh, ctx)).await;
-                    }
-                    JobGone::MirrorGone => return Ok(Action::await_change()),
-                },
+                None => start_copy_job(&ctx, &mirror, &plan, &digest, JobKeys::Unread).await?,
             };
             match state {
                 JobState::Running(_) => Ok(Action::requeue(Duration::from_secs(60))),
@@ -93,37 +87,6 @@ pub async fn reconcile(mirror: Arc<ImageMirror>, ctx: Arc<Context>) -> Result<Ac
         },
         Stage::Run => pipeline(&ctx, &mirror, &plan).await,
     }
-}
-
-/// The mirror's copy Job is gone, and the mirror as this pass got it still awaits it.
-enum JobGone {
-    /// So does the mirror on the API server: the Job went (its TTL, a person), start another.
-    StillAwaited,
-    /// Not any more: the cache was behind. This controller read the Job's end, wrote the
-    /// status and left the Job; the pass woken by the Job's change got the mirror before that
-    /// status arrived and would have started the copy again at once (a throttled source asked
-    /// inside its `Retry-After`, a failure retried without its backoff).
-    MovedOn(Arc<ImageMirror>),
-    MirrorGone,
-}
-
-/// One GET of the mirror, only when its Job is missing.
-async fn job_gone(ctx: &Context, mirror: &ImageMirror, digest: &str) -> Result<JobGone, Error> {
-    let api: Api<ImageMirror> = Api::all(ctx.client.clone());
-    let Some(fresh) = api.get_opt(&mirror.name_any()).await? else {
-        return Ok(JobGone::MirrorGone);
-    };
-    let awaited = stage(
-        &fresh,
-        ctx.config.copy.executor,
-        ctx.refresh_interval(&fresh),
-        ctx.target_check_interval(),
-        SystemTime::now(),
-    );
-    Ok(match awaited {
-        Stage::WatchJob { digest: d } if d == digest => JobGone::StillAwaited,
-        _ => JobGone::MovedOn(Arc::new(fresh)),
-    })
 }
 
 /// Observe, decide, act: the whole way.
