@@ -23,6 +23,11 @@ use crate::{CopyOptions, Credentials, Limits};
 
 mod artifacts;
 mod login;
+mod remembered;
+
+/// Repositories (`host/repository`) seen to exist: a copy into one need not ask again. One
+/// deleted since costs a request per blob (each is asked for), never a wrong copy.
+static EXISTING_REPOSITORIES: remembered::Remembered = remembered::Remembered::new(4096);
 
 /// How long cancelling an upload session may take: it is a courtesy after a failure.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -238,6 +243,7 @@ impl Side {
             if !response.status().is_success() {
                 return Err(status_error(response, &self.host, &action).await);
             }
+            EXISTING_REPOSITORIES.insert(&self.repository_key());
             Ok(response.headers().contains_key("oci-subject"))
         })
         .await
@@ -246,6 +252,9 @@ impl Side {
     /// Whether the repository exists at all. A repository that does not exist holds no blobs,
     /// so a copy into it need not ask for each one. Unknown answers count as "exists".
     pub(crate) async fn repository_exists(&self) -> Result<bool, CopyError> {
+        if EXISTING_REPOSITORIES.contains(&self.repository_key()) {
+            return Ok(true);
+        }
         let action = format!("list tags of {}", self.name);
         self.call(|| async {
             let response = self
@@ -254,7 +263,10 @@ impl Side {
                 })
                 .await?;
             match response.status() {
-                status if status.is_success() => Ok(true),
+                status if status.is_success() => {
+                    EXISTING_REPOSITORIES.insert(&self.repository_key());
+                    Ok(true)
+                }
                 StatusCode::NOT_FOUND => Ok(false),
                 _ => match status_error(response, &self.host, &action).await {
                     e if e.is_transient() || e.class == ErrorClass::Unauthorized => Err(e),
@@ -263,6 +275,10 @@ impl Side {
             }
         })
         .await
+    }
+
+    fn repository_key(&self) -> String {
+        format!("{}/{}", self.host, self.repository)
     }
 
     pub(crate) async fn blob_exists(&self, digest: &str) -> Result<bool, CopyError> {

@@ -2,11 +2,9 @@
 //! known for its operation; a 401 is answered (basic credentials, a ready token, or the Docker
 //! token flow at the challenge's realm) and the request sent once more.
 
-use std::collections::BTreeSet;
-use std::sync::{Mutex, PoisonError};
-
 use http::{HeaderValue, StatusCode, header};
 
+use super::remembered::Remembered;
 use super::{Operation, Side};
 use crate::Credentials;
 use crate::auth::{self, Challenge};
@@ -16,16 +14,7 @@ use crate::wire::{read_limited, request_error, status_error};
 /// Hosts whose 401 asked for basic auth (ECR's data plane always does). A copy's first
 /// request to one carries its basic credentials from the start: a round trip less per copy
 /// and operation, the whole cost of logging in there.
-static BASIC_HOSTS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
-/// Hosts remembered at most: a process talks to a handful; the bound guards memory only.
-const BASIC_HOSTS_MAX: usize = 1024;
-
-fn remember_basic(host: &str) {
-    let mut hosts = BASIC_HOSTS.lock().unwrap_or_else(PoisonError::into_inner);
-    if hosts.len() < BASIC_HOSTS_MAX {
-        hosts.insert(host.to_owned());
-    }
-}
+static BASIC_HOSTS: Remembered = Remembered::new(1024);
 
 impl Side {
     /// This side's basic credentials, when its host is known to ask for them.
@@ -33,11 +22,8 @@ impl Side {
         let Credentials::Basic { username, password } = &self.credentials else {
             return None;
         };
-        let known = BASIC_HOSTS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&self.host);
-        known
+        BASIC_HOSTS
+            .contains(&self.host)
             .then(|| auth::basic(username, password).ok())
             .flatten()
     }
@@ -126,7 +112,7 @@ impl Side {
                     Challenge::Basic => match credentials {
                         Credentials::Basic { username, password } => {
                             let value = auth::basic(username, password).map_err(invalid)?;
-                            remember_basic(&self.host);
+                            BASIC_HOSTS.insert(&self.host);
                             value
                         }
                         _ => {
