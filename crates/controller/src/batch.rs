@@ -1,8 +1,8 @@
 //! Batching copies into Jobs (`copy.job.batchSize`): every Pod costs the cluster far more than
 //! a small copy (scheduling, a sandbox, API writes by the Job controller and the kubelet), so
-//! mirrors that need a Job within `WINDOW` of each other share one. Only mirrors whose copies
-//! take the same options share a Job: the same source host, source credentials Secret,
-//! `sources.verify` keys and platforms.
+//! mirrors that need a Job at about the same time (`WINDOW`, `LONGEST`) share one. Only
+//! mirrors whose copies take the same options share a Job: the same source host, source
+//! credentials Secret, `sources.verify` keys and platforms.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,8 +18,12 @@ use crate::job::{JobInputs, Member, copy_job};
 use crate::plan::Plan;
 use crate::{Context, Error};
 
-/// How long the first mirror of a batch waits for others. Short next to a Pod's start.
+/// A batch closes when no mirror joined it for this long: a lone mirror waits no more, while
+/// a pre-warm list arriving at the pace of the reconciler's passes fills batches whole.
+/// Short next to a Pod's start.
 const WINDOW: Duration = Duration::from_millis(300);
+/// The longest a batch stays open however steadily mirrors join.
+const LONGEST: Duration = Duration::from_secs(2);
 
 /// A mirror asking for a copy Job.
 pub struct Request {
@@ -109,9 +113,22 @@ impl Batcher {
         let mut announced = batch.created.subscribe();
         if first {
             if size > 1 {
-                tokio::select! {
-                    () = tokio::time::sleep(WINDOW) => {}
-                    () = batch.full.notified() => {}
+                let closes = tokio::time::Instant::now() + LONGEST;
+                let mut members = 1;
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(closes.min(tokio::time::Instant::now() + WINDOW)) => {}
+                        () = batch.full.notified() => break,
+                    }
+                    let now = batch
+                        .requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .len();
+                    if now == members || tokio::time::Instant::now() >= closes {
+                        break;
+                    }
+                    members = now;
                 }
                 let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
                 if open.get(&key).is_some_and(|b| Arc::ptr_eq(b, &batch)) {
@@ -201,5 +218,16 @@ fn batch_name(requests: &[Request]) -> String {
             crate::plan::job_name(&stem, &hash)
         }
         [] => "copy-empty".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_configured_batch_limit_is_what_a_termination_message_carries() {
+        assert_eq!(
+            usize::try_from(privateer_api::config::BATCH_SIZE_MAX).ok(),
+            Some(privateer_registry::BATCH_MAX)
+        );
     }
 }

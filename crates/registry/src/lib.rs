@@ -42,7 +42,7 @@ pub use copy::{copy, head, resolve};
 pub use error::{CopyError, ErrorClass};
 pub use limits::{Limits, Redirects, Timeouts};
 pub use manifest::{Manifest, Platform, sha256_digest};
-pub use outcome::{CopyOutcome, TERMINATION_MESSAGE_MAX_BYTES};
+pub use outcome::{BATCH_MAX, CopyOutcome, TERMINATION_MESSAGE_MAX_BYTES};
 pub use pause::{pause, paused_for};
 pub use progress::{BlobOutcome, Event, Progress, Silent};
 pub use retry::RetryPolicy;
@@ -190,32 +190,44 @@ impl Default for CopyOptions {
     }
 }
 
-/// What a copy did.
+/// What a copy did. Only `digest` is required when read back: a termination message leaves
+/// out what the controller does not need.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CopyReport {
     /// The target reference pinned by digest.
+    #[serde(default)]
     pub target: String,
     /// The digest written to the target (the source's, or the filtered index's).
     pub digest: String,
     /// The source manifest digest.
+    #[serde(default)]
     pub source_digest: String,
+    #[serde(default)]
     pub media_type: String,
     /// Platforms of the copied index children (`linux/amd64`, …); empty for a single image.
+    #[serde(default)]
     pub platforms: Vec<String>,
     /// Platforms left out of `platforms` to fit a termination message.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub platforms_omitted: usize,
     /// The target already held the digest: nothing was copied.
+    #[serde(default)]
     pub up_to_date: bool,
     /// Bytes streamed from source to target.
+    #[serde(default)]
     pub bytes_copied: u64,
     /// Size of every blob the image names, copied or not.
+    #[serde(default)]
     pub bytes_total: u64,
+    #[serde(default)]
     pub blobs_copied: usize,
+    #[serde(default)]
     pub blobs_skipped: usize,
+    #[serde(default)]
     pub blobs_mounted: usize,
     /// Manifests written (children and the top one).
+    #[serde(default)]
     pub manifests: usize,
     /// Artifacts found attached to what was copied (signatures, attestations, SBOMs, …).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -233,6 +245,7 @@ pub struct CopyReport {
     /// The key whose signature was verified before copying (`--verify-key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_by: Option<String>,
+    #[serde(default)]
     pub seconds: f64,
 }
 

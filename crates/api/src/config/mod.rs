@@ -420,6 +420,10 @@ impl Default for CopyConfig {
     }
 }
 
+/// The most copies one Job runs: their results share the Pod's 4096-byte termination message,
+/// and a success needs up to 240 bytes of it (privateer-registry's `BATCH_MAX`).
+pub const BATCH_SIZE_MAX: u32 = 16;
+
 /// The copy Job's pod.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -428,7 +432,7 @@ pub struct JobConfig {
     pub image: String,
     /// Service account of copy pods (give it the IRSA role that may push to ECR).
     pub service_account_name: String,
-    /// Copies one Job runs (1 to 10), so a pre-warm list of many images starts a Pod per
+    /// Copies one Job runs (1 to 16), so a pre-warm list of many images starts a Pod per
     /// `batchSize` of them rather than per image. Mirrors due within a moment of each other
     /// with the same source host, credentials, `sources.verify` keys and platforms share a
     /// Job; 1: a Job per copy.
@@ -452,7 +456,7 @@ impl Default for JobConfig {
         Self {
             image: String::new(),
             service_account_name: "privateer-copy".into(),
-            batch_size: 8,
+            batch_size: 16,
             backoff_limit: 2,
             active_deadline_seconds: 1800,
             ttl_seconds_after_finished: 3600,

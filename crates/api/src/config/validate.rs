@@ -334,11 +334,10 @@ impl Config {
             );
         }
         let j = &c.job;
-        // Ten results share one 4096-byte termination message.
         p.check(
-            (1..=10).contains(&j.batch_size),
+            (1..=super::BATCH_SIZE_MAX).contains(&j.batch_size),
             "copy.job.batchSize",
-            format!("{} is outside 1 to 10", j.batch_size),
+            format!("{} is outside 1 to {}", j.batch_size, super::BATCH_SIZE_MAX),
         );
         p.check(
             j.backoff_limit >= 0,

@@ -37,6 +37,8 @@ struct Args {
     replicas: usize,
     /// scale: `copy.concurrency` instead of the default.
     concurrency: Option<u32>,
+    /// scale: `copy.job.batchSize` instead of the default.
+    batch_size: Option<u32>,
     /// scale: only this part (inline, jobs, burst, size).
     only: Option<String>,
     /// scale: ImageMirrors and Pods of the memory-at-size part.
@@ -52,7 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
         Some("scale") => What::Scale,
         _ => bail!(
             "usage: privateer-bench copy|webhook|scale [--runs N] [--privateer PATH] [--out FILE] \
-             [--count N] [--replicas N] [--concurrency N] [--only inline|jobs|burst|size] \\
+             [--count N] [--replicas N] [--concurrency N] [--batch-size N] [--only inline|jobs|burst|size] \\
              [--size-mirrors N] [--size-pods N]"
         ),
     };
@@ -64,6 +66,7 @@ fn parse_args() -> anyhow::Result<Args> {
         count: 1000,
         replicas: 500,
         concurrency: None,
+        batch_size: None,
         only: None,
         size_mirrors: 10_000,
         size_pods: 20_000,
@@ -79,6 +82,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--count" => parsed.count = value.parse().context("--count")?,
             "--replicas" => parsed.replicas = value.parse().context("--replicas")?,
             "--concurrency" => parsed.concurrency = Some(value.parse().context("--concurrency")?),
+            "--batch-size" => parsed.batch_size = Some(value.parse().context("--batch-size")?),
             "--only" => parsed.only = Some(value),
             "--size-mirrors" => parsed.size_mirrors = value.parse().context("--size-mirrors")?,
             "--size-pods" => parsed.size_pods = value.parse().context("--size-pods")?,

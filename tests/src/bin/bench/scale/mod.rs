@@ -43,10 +43,15 @@ async fn measure(args: &Args) -> anyhow::Result<String> {
         eprintln!("seeding {count} images ...");
         prewarm::seed(&env, 0, count).await?;
         let images = prewarm::images(0, count);
+        // Each override is its own YAML document: the documents are merged in order.
         let concurrency = args
             .concurrency
             .map(|c| format!("copy: {{concurrency: {c}}}\n---\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &args
+                .batch_size
+                .map(|b| format!("copy: {{job: {{batchSize: {b}}}}}\n---\n"))
+                .unwrap_or_default();
         let _ = writeln!(
             out,
             "## Pre-warm {count} ImageMirrors declared at once ({} runs, medians)\n",
