@@ -59,6 +59,7 @@ impl Node {
     pub async fn start(spec: NodeSpec<'_>, client: &kube::Client) -> anyhow::Result<Node> {
         let dir = spec.dir.join("node");
         std::fs::create_dir_all(&dir)?;
+        ensure_disk_room(&dir)?;
         let mut node = Node {
             dir: dir.clone(),
             processes: Vec::new(),
@@ -321,4 +322,36 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
         .arg(format!("--config={}", config.display()))
         .arg("--v=1");
     Ok(command)
+}
+
+/// Free space the node needs, in percent of its filesystem: its kubelet evicts below 1% and
+/// taints itself with disk pressure, after which no Pod is scheduled and tests only time out.
+const DISK_FREE_PERCENT_MIN: u64 = 2;
+
+fn ensure_disk_room(dir: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("df")
+        .args(["-B1", "--output=avail,size"])
+        .arg(dir)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<u64> = text
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [avail, size] = numbers[..] else {
+        bail!("df {}: unexpected output {text:?}", dir.display());
+    };
+    anyhow::ensure!(
+        avail.saturating_mul(100) >= size.saturating_mul(DISK_FREE_PERCENT_MIN),
+        "{}: {} GiB free of {} GiB, under {DISK_FREE_PERCENT_MIN}%: the node's kubelet would \
+         taint itself with disk pressure and start no Pod. Free space first (old test \
+         binaries under the target directory's debug/deps are the usual bulk).",
+        dir.display(),
+        avail >> 30,
+        size >> 30
+    );
+    Ok(())
 }
