@@ -232,32 +232,47 @@ async fn htpasswd_on_either_side_and_a_wrong_password_is_a_clear_permanent_failu
         format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, target.host),
     )
     .unwrap();
-    let with_password = |password: &str| {
+    let with_password = |password: &str, pairs: &[String]| {
+        let src_creds = format!("puller:{password}");
+        let mut extra = vec![
+            "--src-creds",
+            &src_creds,
+            "--dest-authfile",
+            authfile.to_str().unwrap(),
+        ];
+        extra.extend(pairs.iter().map(String::as_str));
         copy_between(
             &scratch,
             &source,
             "private/app:2",
             &target,
             "private/app:2",
-            &[
-                "--src-creds",
-                &format!("puller:{password}"),
-                "--dest-authfile",
-                authfile.to_str().unwrap(),
-            ],
+            &extra,
         )
     };
-    let run = with_password("pull-secret");
+    // A batch: the pairs start at once.
+    let mut more = Vec::new();
+    for tag in 3..6 {
+        let other = Image::new(Format::Oci, "linux/amd64", vec![layer(40 + tag, 8192)]);
+        pusher(&source)
+            .push_image(&source.host, "private/app", &tag.to_string(), &other)
+            .await
+            .unwrap();
+        more.push(format!("{}/private/app:{tag}", source.host));
+        more.push(format!("{}/private/app:{tag}", target.host));
+    }
+    let run = with_password("pull-secret", &more);
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert_image_present(&target, "private/app", "2", &image).await;
-    // Each side logs in once: the target's basic challenge is not asked again for the push.
+    // Each side logs in once: the copies started together wait for the first answer, and the
+    // target's basic challenge is not asked again for the push.
     for (side, registry) in [("source", &source), ("target", &target)] {
         let requests = registry.requests_from("privateer/");
         let refused: Vec<_> = requests.iter().filter(|r| r.2 == 401).collect();
         assert_eq!(refused.len(), 1, "{side}: {requests:?}");
     }
 
-    let run = with_password("wrong");
+    let run = with_password("wrong", &[]);
     assert_eq!(run.code(), Some(3), "{}", run.stderr());
     assert!(run.stderr().contains("401"), "{}", run.stderr());
     assert_eq!(run.result["errorClass"], "unauthorized", "{}", run.result);

@@ -2,6 +2,9 @@
 //! known for its operation; a 401 is answered (basic credentials, a ready token, or the Docker
 //! token flow at the challenge's realm) and the request sent once more.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use http::{HeaderValue, StatusCode, header};
 
 use super::remembered::Remembered;
@@ -15,6 +18,48 @@ use crate::wire::{read_limited, request_error, status_error};
 /// request to one carries its basic credentials from the start: a round trip less per copy
 /// and operation, the whole cost of logging in there.
 static BASIC_HOSTS: Remembered = Remembered::new(1024);
+/// Hosts this process has had an answer from, whatever it asked for.
+static ANSWERED_HOSTS: Remembered = Remembered::new(1024);
+/// Held by the first request to a host not yet answered. Copies started together (a Job's
+/// pairs) otherwise each meet the same 401 before any has learned that the host wants basic
+/// credentials; the others wait for that one answer instead.
+static FIRST_ASKS: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> =
+    Mutex::new(BTreeMap::new());
+
+/// The turn of a host's first request; when dropped, the host counts as answered.
+struct FirstAsk {
+    host: String,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for FirstAsk {
+    fn drop(&mut self) {
+        ANSWERED_HOSTS.insert(&self.host);
+        FIRST_ASKS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.host);
+    }
+}
+
+/// The first request's turn for `host`, after waiting for any other's; `None` once it has been
+/// answered.
+async fn first_ask(host: &str) -> Option<FirstAsk> {
+    if ANSWERED_HOSTS.contains(host) {
+        return None;
+    }
+    let turn = FIRST_ASKS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(host.to_owned())
+        .or_default()
+        .clone();
+    let turn = turn.lock_owned().await;
+    (!ANSWERED_HOSTS.contains(host)).then(|| FirstAsk {
+        host: host.to_owned(),
+        _turn: turn,
+    })
+}
 
 impl Side {
     /// This side's basic credentials, when its host is known to ask for them.
@@ -37,6 +82,11 @@ impl Side {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, CopyError> {
         let known = self.authorization.lock().await.get(&operation).cloned();
+        // Held until this request and its login are done.
+        let _first = match known {
+            Some(_) => None,
+            None => first_ask(&self.host).await,
+        };
         let tried = match &known {
             Some(known) => known.clone(),
             None => self.basic_known_to_be_asked(),
