@@ -120,15 +120,15 @@ impl Batcher {
                         () = tokio::time::sleep_until(closes.min(tokio::time::Instant::now() + WINDOW)) => {}
                         () = batch.full.notified() => break,
                     }
-                    let now = batch
+                    let joined = batch
                         .requests
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .len();
-                    if now == members || tokio::time::Instant::now() >= closes {
+                    if joined == members || tokio::time::Instant::now() >= closes {
                         break;
                     }
-                    members = now;
+                    members = joined;
                 }
                 let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
                 if open.get(&key).is_some_and(|b| Arc::ptr_eq(b, &batch)) {

@@ -30,6 +30,33 @@ fn scratch(test: &str) -> Option<std::path::PathBuf> {
     Some(dir)
 }
 
+/// Runs `privateer copy PAIRS… --platform linux/amd64` between the plain-HTTP `source` and
+/// `target`; its termination message, checked to fit what the kubelet keeps.
+fn copy_for_message(dir: &Path, source: &Registry, target: &Registry, pairs: &[String]) -> String {
+    let log = dir.join("termination-log");
+    let output = Command::new(env!("CARGO_BIN_EXE_privateer"))
+        .arg("copy")
+        .args(pairs)
+        .args(["--platform", "linux/amd64", "--termination-log"])
+        .arg(&log)
+        .args(["--insecure-registry", &source.host])
+        .args(["--insecure-registry", &target.host])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.len() <= TERMINATION_MESSAGE_MAX_BYTES,
+        "{} bytes: {message}",
+        message.len()
+    );
+    message
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_300_child_index_leaves_a_whole_parseable_termination_message() {
     let Some(dir) = scratch("wide") else {
@@ -45,33 +72,12 @@ async fn a_300_child_index_leaves_a_whole_parseable_termination_message() {
         .await
         .unwrap();
 
-    let log = dir.join("termination-log");
-    let output = Command::new(env!("CARGO_BIN_EXE_privateer"))
-        .arg("copy")
-        .arg(format!("{}/wide:v1", source.host))
-        .arg(format!("{}/wide:v1-amd64", target.host))
-        // Every child matches (no variant named): the new index keeps all 300.
-        .args(["--platform", "linux/amd64", "--termination-log"])
-        .arg(&log)
-        .args([
-            "--insecure-registry",
-            &source.host,
-            "--insecure-registry",
-            &target.host,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let message = std::fs::read_to_string(&log).unwrap();
-    assert!(
-        message.len() <= TERMINATION_MESSAGE_MAX_BYTES,
-        "{} bytes",
-        message.len()
-    );
+    // Every child matches (no variant named): the new index keeps all 300.
+    let pairs = [
+        format!("{}/wide:v1", source.host),
+        format!("{}/wide:v1-amd64", target.host),
+    ];
+    let message = copy_for_message(&dir, &source, &target, &pairs);
     let outcome = CopyOutcome::parse(&message).expect("the message parses");
     let report = outcome.report.expect("a report");
     assert_eq!(report.platforms.len() + report.platforms_omitted, 300);
@@ -97,9 +103,14 @@ async fn the_largest_batch_leaves_every_copys_digests_and_later_copies_know_the_
     let mut pairs = Vec::new();
     for i in 0..BATCH_MAX {
         // Two platforms filtered to one: each result carries two different digests, the most
-        // a success needs of the shared message.
-        let index =
-            Index::multi_platform(Format::Oci, &["linux/amd64", "linux/arm64"], i as u64, 64);
+        // a success needs of the shared message. Seeds 10 apart share no blob: the registry
+        // races on one blob uploaded by two copies at once.
+        let index = Index::multi_platform(
+            Format::Oci,
+            &["linux/amd64", "linux/arm64"],
+            10 * i as u64,
+            64,
+        );
         pusher
             .push_index(&source.host, "batch", &format!("v{i}"), &index)
             .await
@@ -107,27 +118,7 @@ async fn the_largest_batch_leaves_every_copys_digests_and_later_copies_know_the_
         pairs.push(format!("{}/batch:v{i}", source.host));
         pairs.push(format!("{}/mirror/batch:v{i}", target.host));
     }
-    let log = dir.join("termination-log");
-    let output = Command::new(env!("CARGO_BIN_EXE_privateer"))
-        .arg("copy")
-        .args(&pairs)
-        .args(["--platform", "linux/amd64", "--termination-log"])
-        .arg(&log)
-        .args([
-            "--insecure-registry",
-            &source.host,
-            "--insecure-registry",
-            &target.host,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let message = std::fs::read_to_string(&log).unwrap();
-    assert!(message.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{message}");
+    let message = copy_for_message(&dir, &source, &target, &pairs);
     let outcomes = CopyOutcome::parse_batch(&message).expect("the message parses");
     assert_eq!(outcomes.len(), BATCH_MAX);
     let reader = Pusher::new(oci_client(), target.auth());
